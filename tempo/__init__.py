@@ -1,0 +1,3 @@
+"""tempo: config-driven training for video action recognition."""
+
+__version__ = "0.1.0"

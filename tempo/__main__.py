@@ -1,0 +1,3 @@
+from tempo.train import main
+
+main()

@@ -1,0 +1,59 @@
+"""Start-up checks of a composed config: fail in seconds, not after an hour of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    for key in ("root", "annotations"):
+        value = cfg.dataset.get(key)
+        if value is not None and not Path(str(value)).expanduser().exists():
+            raise ConfigError(f"dataset.{key}={value} does not exist; pass the folder holding the "
+                              f"{cfg.dataset.name} {'videos' if key == 'root' else 'annotation files'} "
+                              f"(e.g. `dataset.{key}=/data/{cfg.dataset.name}`)")
+
+
+def _check_segments(cfg: DictConfig) -> None:
+    network = cfg.model.network
+    sampler = cfg.dataset.datamodule.get("sampler") or {}
+    clip = sampler.get("num_segments", sampler.get("clip_len"))
+    if "num_segments" in network and clip is not None and network.num_segments != clip:
+        raise ConfigError(f"model.network.num_segments={network.num_segments} but the sampler yields clips "
+                          f"of {clip} frames; set both through dataset.num_segments")
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    factor = (cfg.get("schedule") or {}).get("factor") or {}
+    max_epochs = cfg.trainer.get("max_epochs")
+    milestones = factor.get("milestones")
+    if milestones is not None and list(milestones) != sorted(milestones):
+        raise ConfigError(f"schedule.factor.milestones must be increasing, got {list(milestones)}")
+    if cfg.optimizer.get("lr", 1.0) <= 0:
+        raise ConfigError(f"optimizer.lr must be positive, got {cfg.optimizer.lr}")
+    if max_epochs is not None and max_epochs < -1:
+        raise ConfigError(f"trainer.max_epochs must be ≥ -1, got {max_epochs}")
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer asks for a GPU but CUDA is not available here; use trainer=cpu "
+                          "(or trainer.accelerator=auto)")
+
+
+def check_config(cfg: DictConfig) -> None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
+        raise ConfigError(f"ckpt_path={ckpt} is not a file; pass a checkpoint such as "
+                          "outputs/<date>/<time>/checkpoints/last.ckpt")
+    _check_paths(cfg)
+    _check_segments(cfg)
+    _check_schedule(cfg)
+    _check_accelerator(cfg)

@@ -1,0 +1,105 @@
+"""`VideoDataset`: records → sampled, decoded, transformed clips, with fault handling.
+
+A video that cannot be decoded is logged once (per worker) with its path and error.
+In training it is replaced by another random sample and the sample carries a count
+(`failures`) that the LightningModule sums into the log; in evaluation a stand-in is
+loaded but the sample is marked `valid=False`, so it is excluded from the metrics and
+counted beside them. Nothing is dropped silently and nothing crashes the epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tempo.data.records import VideoRecord
+from tempo.data.sources import DecodeError, FrameSource, open_source
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 10
+
+
+class VideoDataset(Dataset):
+    """One item: {"video": uint8 (C, T, H, W) — or (V, C, T, H, W) when `multi_view` —,
+    "label": int64, "index": int64, "valid": bool, "failures": int64}."""
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        sampler,
+        transform: Callable[[dict], dict] | None = None,
+        train: bool = False,
+        multi_view: bool = False,
+        backend: str = "decord",
+        source_kwargs: dict | None = None,
+    ):
+        self.records = list(records)
+        self.sampler = sampler
+        self.transform = transform
+        self.train = train
+        self.multi_view = multi_view
+        self.backend = backend
+        self.source_kwargs = dict(source_kwargs or {})
+        self._reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def open(self, record: VideoRecord) -> FrameSource:
+        kwargs = dict(self.source_kwargs)
+        if self.backend == "frames" and record.num_frames is not None:
+            kwargs["num_frames"] = record.num_frames
+        return open_source(record.path, self.backend, **kwargs)
+
+    def load(self, index: int, rng: np.random.Generator | None) -> dict:
+        record = self.records[index]
+        source = self.open(record)
+        total = source.num_frames if record.end is None else min(record.end, source.num_frames)
+        usable = total - record.start
+        if usable <= 0:
+            raise DecodeError(record.path, f"no frames in [{record.start}, {record.end}) "
+                                           f"(the video has {source.num_frames})")
+        clips = self.sampler.sample(usable, rng) + record.start  # (V, T)
+        unique, inverse = np.unique(clips, return_inverse=True)
+        frames = source.read(unique)[torch.from_numpy(inverse.reshape(clips.shape))]  # (V, T, H, W, 3)
+        sample = {"video": frames.permute(0, 1, 4, 2, 3), "label": record.label}  # (V, T, C, H, W)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        video = sample["video"].permute(0, 2, 1, 3, 4).contiguous()  # (V, C, T, H, W)
+        return {"video": video if self.multi_view else video[0], "label": sample["label"]}
+
+    def _report(self, err: DecodeError) -> None:
+        if err.path not in self._reported:
+            self._reported.add(err.path)
+            log.warning("skipping undecodable video: %s", err)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()))) if self.train else None
+        failures = 0
+        candidate = index
+        for _ in range(MAX_RETRIES):
+            try:
+                sample = self.load(candidate, rng)
+                break
+            except DecodeError as err:
+                self._report(err)
+                failures += 1
+                candidate = int(torch.randint(0, len(self.records), ())) if self.train else \
+                    (candidate + 1) % len(self.records)
+        else:
+            raise RuntimeError(
+                f"{MAX_RETRIES} videos in a row failed to decode (last around index {index}, "
+                f"{self.records[index].path}). Run `python -m tempo.prepare` to find broken files."
+            )
+        return {
+            "video": sample["video"],
+            "label": torch.tensor(sample["label"], dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+            "valid": torch.tensor(self.train or failures == 0),
+            "failures": torch.tensor(failures, dtype=torch.long),
+        }

@@ -1,0 +1,104 @@
+"""What one annotated video is, and the generic list-file reader."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AnnotationError(ValueError):
+    """An annotation file is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video (file or frame folder) with its label.
+
+    `label` is -1 when unknown (test splits); `num_frames` is None until probed.
+    `start`/`end` bound the usable frames (end exclusive) for datasets that annotate
+    a segment of a longer video (Diving48).
+    """
+
+    path: str
+    label: int = -1
+    num_frames: int | None = None
+    start: int = 0
+    end: int | None = None
+
+    def with_frames(self, num_frames: int) -> VideoRecord:
+        return dataclasses.replace(self, num_frames=num_frames)
+
+    @property
+    def usable_frames(self) -> int | None:
+        """Frames inside [start, end), or None when the count is not known yet."""
+        if self.num_frames is None:
+            return None if self.end is None else self.end - self.start
+        end = self.num_frames if self.end is None else min(self.end, self.num_frames)
+        return max(end - self.start, 0)
+
+
+def check_labels(records: list[VideoRecord], num_classes: int, source: str) -> None:
+    """Fail early if any label is outside [0, num_classes) (-1 = unlabelled is fine)."""
+    for i, rec in enumerate(records):
+        if rec.label != -1 and not 0 <= rec.label < num_classes:
+            raise AnnotationError(
+                f"{source}: record {i} ({rec.path}) has label {rec.label}, outside "
+                f"[0, {num_classes}). Check `dataset.num_classes` or the annotation file."
+            )
+
+
+def read_list(
+    list_file: str | Path,
+    root: str | Path = "",
+    kind: str = "video",
+) -> list[VideoRecord]:
+    """Read a generic MMAction2/TSM-style list.
+
+    kind="video":  `<relpath> <label>` per line.
+    kind="frames": `<frame_dir> <num_frames> <label>` per line.
+    Paths may contain spaces: the label fields are taken from the right.
+    """
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise FileNotFoundError(f"annotation list {list_file} does not exist; check `dataset.annotations`.")
+    n_numeric = {"video": 1, "frames": 2}[kind]
+    expected = "<path> <label>" if kind == "video" else "<frame_dir> <num_frames> <label>"
+    records = []
+    for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        numeric_tail = 0
+        for f in reversed(fields):
+            if not f.lstrip("-").isdigit():
+                break
+            numeric_tail += 1
+        if len(fields) < n_numeric + 1 or numeric_tail < n_numeric:
+            raise AnnotationError(
+                f"{list_file}:{lineno}: expected '{expected}', got {line!r}. "
+                f"Fix the line or set `dataset.list_kind` to the list's format."
+            )
+        if numeric_tail > n_numeric and len(fields) - numeric_tail >= 1 and kind == "video":
+            raise AnnotationError(
+                f"{list_file}:{lineno}: several labels on one line ({line!r}); multi-label "
+                "lists are not supported."
+            )
+        path_part = line.rsplit(None, n_numeric)[0].strip()
+        nums = [int(f) for f in fields[-n_numeric:]]
+        path = str(Path(root) / path_part) if root else path_part
+        if kind == "video":
+            records.append(VideoRecord(path=path, label=nums[0]))
+        else:
+            records.append(VideoRecord(path=path, label=nums[1], num_frames=nums[0]))
+    if not records:
+        raise AnnotationError(f"{list_file}: no records found (empty list?).")
+    return records
+
+
+@dataclass
+class ParsedSplit:
+    """What a dataset reader returns for one subset: records and ordered class names."""
+
+    records: list[VideoRecord]
+    class_names: list[str]

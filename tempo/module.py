@@ -1,0 +1,212 @@
+"""`RecognitionModule`: the one LightningModule — network + loss + metrics + optimisation.
+
+Batches arrive as uint8 and are normalised here, on the device. Validation/test use
+torchmetrics top-1, top-5 (micro) and mean-class (macro) accuracy; multi-view test
+batches (B, V, C, T, H, W) are run in chunks of views and averaged (softmax `prob`
+or logits `score`). Samples the loader marks invalid (undecodable) are excluded from
+the metrics and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from tempo.losses import CrossEntropy
+from tempo.schedules import build_scheduler
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def accuracy_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection({
+        "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+        "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        "mean_class": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
+    })
+
+
+def param_groups(model: nn.Module, weight_decay: float, bias_lr_mult: float = 1.0,
+                 no_decay_norm_bias: bool = True) -> list[dict]:
+    """Weights of conv/linear layers decay; norm parameters and biases do not.
+    Biases may get a larger LR (TSN recipes use ×2)."""
+    decay, norm, bias = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(module, NORM_TYPES):
+                norm.append(p)
+            elif name == "bias":
+                bias.append(p)
+            else:
+                decay.append(p)
+    nd = 0.0 if no_decay_norm_bias else weight_decay
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0, "name": "decay"},
+              {"params": norm, "weight_decay": nd, "lr_mult": 1.0, "name": "norm"},
+              {"params": bias, "weight_decay": nd, "lr_mult": bias_lr_mult, "name": "bias"}]
+    return [g for g in groups if g["params"]]
+
+
+class RecognitionModule(L.LightningModule):
+    def __init__(
+        self,
+        network: nn.Module,
+        num_classes: int,
+        optimizer: Callable,
+        schedule: dict | None = None,
+        loss: nn.Module | None = None,
+        reference_batch_size: int | None = None,
+        bias_lr_mult: float = 1.0,
+        no_decay_norm_bias: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        test_reduce: str = "prob",
+        test_chunk: int = 10,
+    ):
+        super().__init__()
+        if test_reduce not in ("prob", "score"):
+            raise ValueError(f"test_reduce must be 'prob' or 'score', got {test_reduce!r}")
+        self.network = network
+        self.loss = loss if loss is not None else CrossEntropy()
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.schedule = dict(schedule or {})
+        self.reference_batch_size = reference_batch_size
+        self.bias_lr_mult = bias_lr_mult
+        self.no_decay_norm_bias = no_decay_norm_bias
+        self.test_reduce = test_reduce
+        self.test_chunk = test_chunk
+        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(3, 1, 1, 1), persistent=False)
+        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.excluded = {"val": 0, "test": 0}
+        self.decode_failures = 0
+        self.lr_info: dict = {}
+
+    # -- data ------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        video = batch["video"]
+        if video.dtype == torch.uint8:
+            video = (video.float().div_(255) - self.mean) / self.std
+        return {**batch, "video": video}
+
+    def forward(self, video: torch.Tensor) -> dict:
+        return self.network(video)
+
+    # -- steps -----------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.network(batch["video"])
+        terms = self.loss(outputs, batch["label"])
+        bs = batch["label"].shape[0]
+        for name, value in terms.items():
+            key = "train/loss" if name == "loss" else f"train/loss_{name}"
+            self.log(key, value, prog_bar=name == "loss", batch_size=bs, on_step=True, on_epoch=True)
+        self.train_top1(outputs["logits"].detach(), batch["label"])
+        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=bs)
+        failures = int(batch["failures"].sum()) if "failures" in batch else 0
+        if failures:
+            self.decode_failures += failures
+        self.log("train/decode_failures", float(failures), on_step=False, on_epoch=True,
+                 reduce_fx="sum", batch_size=bs)
+        return terms["loss"]
+
+    def _valid(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        valid = batch.get("valid")
+        if valid is None or bool(valid.all()):
+            return slice(None), batch["label"]
+        self.excluded[stage] += int((~valid).sum())
+        return valid, batch["label"][valid]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.network(batch["video"])["logits"]
+        keep, labels = self._valid(batch, "val")
+        if len(labels):
+            self.val_metrics.update(logits[keep], labels)
+
+    def on_validation_epoch_start(self) -> None:
+        self.excluded["val"] = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/excluded", float(self.excluded["val"]), reduce_fx="sum", sync_dist=True)
+        self.val_metrics.reset()
+
+    def multi_view_scores(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, V, C, T, H, W) → (B, K): average over views, `test_chunk` views at a time."""
+        b, v = video.shape[:2]
+        flat = video.flatten(0, 1)
+        chunk = max(1, self.test_chunk) * b
+        logits = torch.cat([self.network(part)["logits"].float() for part in flat.split(chunk)])
+        logits = logits.view(b, v, -1)
+        return logits.softmax(-1).mean(1) if self.test_reduce == "prob" else logits.mean(1)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        video = batch["video"]
+        scores = self.multi_view_scores(video) if video.dim() == 6 else self.network(video)["logits"]
+        keep, labels = self._valid(batch, "test")
+        if len(labels):
+            self.test_metrics.update(scores[keep], labels)
+
+    def on_test_epoch_start(self) -> None:
+        self.excluded["test"] = 0
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.log("test/excluded", float(self.excluded["test"]), reduce_fx="sum", sync_dist=True)
+        if self.excluded["test"]:
+            log.warning("%d undecodable test videos were excluded from the accuracy", self.excluded["test"])
+        self.test_metrics.reset()
+
+    # -- optimisation ------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        trainer = self.trainer
+        batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        return int(batch or 1) * trainer.world_size * trainer.accumulate_grad_batches
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch (for per-step schedules); 1 if unknown (iterable data)."""
+        _ = self.trainer.estimated_stepping_batches  # makes Lightning size the train loader
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            return 1
+        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+
+    def configure_optimizers(self):
+        probe = self.optimizer_factory(params=[nn.Parameter(torch.zeros(1))])
+        base_lr = probe.defaults["lr"]
+        weight_decay = probe.defaults.get("weight_decay", 0.0)
+        lr = base_lr
+        global_batch = self.global_batch_size()
+        if self.reference_batch_size:
+            lr = base_lr * global_batch / self.reference_batch_size
+        self.lr_info = {"recipe_lr": base_lr, "reference_batch_size": self.reference_batch_size,
+                        "global_batch_size": global_batch, "lr": lr}
+        message = (f"LR {lr:.6g} = recipe {base_lr:g} × global batch {global_batch} / reference "
+                   f"{self.reference_batch_size}" if self.reference_batch_size else
+                   f"LR {lr:g} (no reference batch size: not scaled; global batch {global_batch})")
+        log.info(message)
+        if self.trainer.is_global_zero:
+            print(message)
+        groups = param_groups(self.network, weight_decay, self.bias_lr_mult, self.no_decay_norm_bias)
+        for g in groups:
+            g["lr"] = lr * g["lr_mult"]
+        optimizer = self.optimizer_factory(params=groups, lr=lr)
+        if not self.schedule:
+            return optimizer
+        steps_per_epoch = self.steps_per_epoch()
+        scheduler = build_scheduler(optimizer, steps_per_epoch=steps_per_epoch, **self.schedule)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
