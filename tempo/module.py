@@ -34,7 +34,7 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
         "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
         "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
         "mean_class": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
-    })
+    }, compute_groups=False)  # grouping is inferred from the first batch; wrong when it is tiny
 
 
 def param_groups(model: nn.Module, weight_decay: float, bias_lr_mult: float = 1.0,

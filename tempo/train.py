@@ -69,15 +69,17 @@ def run(cfg: DictConfig) -> dict:
     fit_metrics = _floats(trainer.callback_metrics)
 
     checkpoint = trainer.checkpoint_callback
+    # read before testing: loading the best checkpoint restores the callback's older state
     best = checkpoint.best_model_path if checkpoint else ""
+    last = checkpoint.last_model_path if checkpoint else ""
+    best_score = checkpoint.best_model_score if checkpoint else None
     test_metrics: dict = {}
     if cfg.get("run_test", True):
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         test_metrics = _floats(results[0]) if results else {}
 
     metric = cfg.get("optimized_metric")
-    best_score = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
-        else fit_metrics.get(metric)
+    best_score = float(best_score) if best_score is not None else fit_metrics.get(metric)
     summary = {
         "model": cfg.model.network._target_,
         "backbone": cfg.backbone.get("depth"),
@@ -86,8 +88,7 @@ def run(cfg: DictConfig) -> dict:
                  "epoch": _best_epoch(history.epochs, metric)},
         "final": fit_metrics,
         "test": test_metrics,
-        "checkpoints": {"best": best or None,
-                        "last": checkpoint.last_model_path if checkpoint and checkpoint.last_model_path else None},
+        "checkpoints": {"best": best or None, "last": last or None},
         "lr": getattr(module, "lr_info", {}),
         "decode_failures": module.decode_failures,
         "excluded": dict(module.excluded),

@@ -2,7 +2,9 @@
 
 A dataset config binds a *reader* (subset → `ParsedSplit`, e.g. an official-annotation
 parser or the synthetic generator) plus sampling and transforms; this class checks the
-records, applies the missing-data policy and builds the loaders.
+records, applies the missing-data policy, fills frame counts from the cached manifest
+and builds the loaders. Test-time views (clips × crops) come from the `test_views`
+config group: `test_clips`, `test_transforms` and an optional `test_sampler`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from tempo.data.dataset import VideoDataset
-from tempo.data.records import ParsedSplit, VideoRecord, check_labels
+from tempo.data.manifest import FrameManifest
+from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord, check_labels
+from tempo.data.samplers import ConsecutiveSampler
 from tempo.data.transforms import Compose
 
 log = logging.getLogger(__name__)
@@ -57,22 +61,74 @@ def apply_missing_policy(records: list[VideoRecord], subset: str, allow_missing:
     return [r for r in records if id(r) not in kept]
 
 
+def check_labelled(records: Sequence[VideoRecord], subset: str) -> None:
+    """Training and evaluation need labels: reject unlabelled (-1) records with the fix."""
+    unlabelled = [r for r in records if r.label < 0]
+    if unlabelled:
+        raise AnnotationError(
+            f"{len(unlabelled)} of {len(records)} videos of the {subset} annotations have no label "
+            f"(e.g. {unlabelled[0].path}). The official test sets of Kinetics and Something-Something "
+            "are unlabelled: evaluate on the validation set with `dataset.test_subset=val`."
+        )
+
+
+def report_broken(failures: dict[str, str], subset: str, report_dir: str | Path | None) -> Path | None:
+    """Log videos whose frames could not be counted and write the full list (path, error)."""
+    report = None
+    if report_dir is not None:
+        report = Path(report_dir) / f"broken_{subset}.txt"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("".join(f"{path}\t{error}\n" for path, error in sorted(failures.items())))
+    first = "\n  ".join(f"{p}: {e}" for p, e in list(failures.items())[:5])
+    log.warning(
+        "%d %s videos cannot be read (%s), e.g.:\n  %s\nThey are kept: replaced by other samples in "
+        "training, excluded from (and counted beside) the accuracy in evaluation. Run "
+        "`python -m tempo.prepare` for a full report.",
+        len(failures), subset, f"list written to {report}" if report else "no run directory", first,
+    )
+    return report
+
+
+def common_root(records: Sequence[VideoRecord]) -> str:
+    """The deepest folder holding every record (the manifest's key root)."""
+    root = os.path.commonpath([os.path.abspath(r.path) for r in records])
+    return root if os.path.isdir(root) and len(records) > 1 else os.path.dirname(root)
+
+
 def _with_clips(sampler, num_clips: int):
     if num_clips and dataclasses.is_dataclass(sampler) and hasattr(sampler, "num_clips"):
         return dataclasses.replace(sampler, num_clips=num_clips)
     return sampler
 
 
+def _present(transforms: Sequence[Callable | None] | None) -> list[Callable]:
+    """Transforms without the `null` entries config lists may hold (an optional resize)."""
+    return [t for t in (transforms or ()) if t is not None]
+
+
 class VideoDataModule(L.LightningDataModule):
+    """Loaders for the train / val / test subsets a `reader` returns.
+
+    reader: subset name → `ParsedSplit`; its class names become `class_names`.
+    test_sampler: sampler for the test subset (default: `sampler` with `test_clips` clips);
+        e.g. `ConsecutiveSampler` for all-windows testing.
+    test_subset: which annotation subset the test stage reads ("val" where the official
+        test set is unlabelled: Kinetics, Something-Something).
+    manifest: fill frame counts from a `FrameManifest` cached in `manifest_dir` (probed once,
+        in `manifest_workers` threads); `root` is its key (default: the records' common folder).
+    """
+
     def __init__(
         self,
         reader: Callable[[str], ParsedSplit],
         num_classes: int,
         sampler,
-        train_transforms: Sequence[Callable] = (),
-        val_transforms: Sequence[Callable] = (),
-        test_transforms: Sequence[Callable] | None = None,
+        train_transforms: Sequence[Callable | None] = (),
+        val_transforms: Sequence[Callable | None] = (),
+        test_transforms: Sequence[Callable | None] | None = None,
         test_clips: int = 1,
+        test_sampler=None,
+        test_subset: str = "test",
         batch_size: int = 8,
         val_batch_size: int | None = None,
         test_batch_size: int | None = None,
@@ -85,15 +141,23 @@ class VideoDataModule(L.LightningDataModule):
         allow_missing: bool = False,
         report_dir: str | None = None,
         class_names: Sequence[str] | None = None,
+        manifest: bool = False,
+        manifest_dir: str | None = None,
+        manifest_workers: int | None = None,
+        root: str | None = None,
     ):
         super().__init__()
+        if test_subset not in SUBSETS:
+            raise ValueError(f"test_subset must be one of {SUBSETS}, got {test_subset!r}")
         self.reader = reader
         self.num_classes = num_classes
         self.sampler = sampler
-        self.train_transforms = list(train_transforms)
-        self.val_transforms = list(val_transforms)
-        self.test_transforms = list(test_transforms) if test_transforms is not None else self.val_transforms
+        self.train_transforms = _present(train_transforms)
+        self.val_transforms = _present(val_transforms)
+        self.test_transforms = _present(test_transforms) if test_transforms is not None else self.val_transforms
         self.test_clips = test_clips
+        self.test_sampler = test_sampler
+        self.test_subset = test_subset
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.test_batch_size = test_batch_size or 1
@@ -106,10 +170,31 @@ class VideoDataModule(L.LightningDataModule):
         self.allow_missing = allow_missing
         self.report_dir = report_dir
         self.class_names: list[str] | None = list(class_names) if class_names else None
+        self.manifest = manifest
+        self.manifest_dir = manifest_dir
+        self.manifest_workers = manifest_workers
+        self.root = root
         self.datasets: dict[str, VideoDataset] = {}
+        self._records: dict[str, list[VideoRecord]] = {}
+        if isinstance(test_sampler, ConsecutiveSampler) and self.test_batch_size != 1:
+            raise ValueError(
+                "consecutive-window testing gives each video its own number of views, which cannot "
+                f"be batched; set `dataset.datamodule.test_batch_size=1` (got {self.test_batch_size})."
+            )
 
     # -- records -------------------------------------------------------------------
+    def annotation_subset(self, subset: str) -> str:
+        """The annotation subset read for a stage subset (test → `test_subset`)."""
+        return self.test_subset if subset == "test" else subset
+
     def records(self, subset: str) -> list[VideoRecord]:
+        """Checked records of `subset` (read, checked and counted once, then reused)."""
+        source = self.annotation_subset(subset)
+        if source not in self._records:
+            self._records[source] = self._load_records(source)
+        return self._records[source]
+
+    def _load_records(self, subset: str) -> list[VideoRecord]:
         parsed = self.reader(subset)
         if self.class_names is None:
             self.class_names = list(parsed.class_names)
@@ -119,7 +204,20 @@ class VideoDataModule(L.LightningDataModule):
                 f"`dataset.num_classes` is {self.num_classes}; set it to {len(parsed.class_names)}."
             )
         check_labels(parsed.records, self.num_classes, f"{subset} annotations")
-        return apply_missing_policy(parsed.records, subset, self.allow_missing, self.report_dir)
+        check_labelled(parsed.records, subset)
+        records = apply_missing_policy(parsed.records, subset, self.allow_missing, self.report_dir)
+        if self.manifest and records:
+            records = self._count_frames(records, subset)
+        return records
+
+    def _count_frames(self, records: list[VideoRecord], subset: str) -> list[VideoRecord]:
+        manifest = FrameManifest(self.root or common_root(records), self.manifest_dir)
+        filled = manifest.fill(records, workers=self.manifest_workers)
+        log.info("%s: frame counts of %d videos (%d probed, the rest from %s)", subset, len(filled),
+                 manifest.probed, manifest.path)
+        if manifest.failures:
+            report_broken(manifest.failures, subset, self.report_dir)
+        return filled
 
     def _dataset(self, subset: str) -> VideoDataset:
         train = subset == "train"
@@ -127,7 +225,8 @@ class VideoDataModule(L.LightningDataModule):
                       "test": self.test_transforms}[subset]
         records = self.records(subset)
         self._bind_label_maps(transforms)
-        sampler = _with_clips(self.sampler, 1 if subset != "test" else self.test_clips)
+        sampler = self.test_sampler if subset == "test" and self.test_sampler is not None else self.sampler
+        sampler = _with_clips(sampler, 1 if subset != "test" else self.test_clips)
         return VideoDataset(records, sampler, Compose(transforms), train=train, multi_view=subset == "test",
                             backend=self.backend, source_kwargs=self.source_kwargs)
 
@@ -135,9 +234,11 @@ class VideoDataModule(L.LightningDataModule):
         """Flips configured with `swap_left_right` get the map derived from class names."""
         for t in transforms:
             if getattr(t, "swap_left_right", False) and t.label_map is None:
-                from tempo.data.flip import flip_label_map
+                from tempo.data.flip import flip_label_map, left_right_pairs
 
                 t.label_map = flip_label_map(self.class_names)
+                pairs = [(self.class_names[i], self.class_names[j]) for i, j in left_right_pairs(self.class_names)]
+                log.info("horizontal flip swaps %d left/right class pairs: %s", len(pairs), pairs)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),

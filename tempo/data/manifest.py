@@ -148,6 +148,10 @@ class FrameManifest:
         entry = self.entries.get(self.key(path))
         return entry[0] if entry is not None and tuple(entry[1:]) == stamp else None
 
+    def add(self, path: str, num_frames: int) -> None:
+        """Store a count found elsewhere (e.g. by `tempo.prepare`'s full check); call `save()` after."""
+        self.entries[self.key(path)] = (int(num_frames), *_stamp(path))
+
     def fill(
         self, records: Iterable[VideoRecord], probe: Probe = probe_num_frames, workers: int | None = None
     ) -> list[VideoRecord]:

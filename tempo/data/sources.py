@@ -7,11 +7,14 @@ and skip it.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -69,10 +72,15 @@ class DecordSource(FrameSource):
     def read(self, indices) -> torch.Tensor:
         idx = _check_indices(self.path, indices, self.num_frames)
         try:
-            frames = self._reader.get_batch(idx).asnumpy()
+            return torch.from_numpy(self._reader.get_batch(idx).asnumpy())
         except Exception as err:
-            raise DecodeError(self.path, f"decord failed to decode frames ({err})") from err
-        return torch.from_numpy(frames)
+            # decord has frame-size and codec bugs FFmpeg itself does not; PyAV decodes those
+            log.warning("decord failed on %s (%s); decoding with PyAV instead", self.path,
+                        str(err).splitlines()[-1][:200])
+            try:
+                return PyAVSource(self.path).read(idx)
+            except DecodeError as fallback:
+                raise DecodeError(self.path, f"decord failed ({err}); PyAV too ({fallback.reason})") from err
 
 
 class PyAVSource(FrameSource):

@@ -1,0 +1,53 @@
+"""Shared test fixtures: compose the real Hydra configs with tiny overrides, as a user would."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+# A CPU-sized run of the default pipeline: small synthetic set, 4 segments of 32 px.
+TINY = [
+    "backbone=resnet_tiny",
+    "dataset.num_segments=4",
+    "dataset.input_size=28",
+    "dataset.batch_size=8",
+    "dataset.num_workers=0",
+    "dataset.datamodule.reader.train_per_class=3",
+    "dataset.datamodule.reader.val_per_class=2",
+    "dataset.datamodule.reader.size=32",
+    "dataset.datamodule.reader.num_frames=8",
+    "logger=none",
+    "callbacks=none",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def compose_config(overrides: list[str], out_dir: Path, cache_dir: Path | None = None):
+    """Compose conf/train.yaml with `overrides`; run outputs go to `out_dir`."""
+    cache = cache_dir or out_dir / "cache"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={out_dir}", f"paths.cache_dir={cache}",
+                                           *overrides])
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory) -> Path:
+    """One cache folder for the tiny synthetic set, generated once per session."""
+    return tmp_path_factory.mktemp("tempo-cache")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, synthetic_cache):
+    def make(*overrides: str):
+        return compose_config([*TINY, *overrides], tmp_path / "run", synthetic_cache)
+
+    return make
