@@ -31,7 +31,6 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check tempo tests benchmarks
-	$(BIN)/ruff format --check tempo tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs/*/ multirun wandb lightning_logs

@@ -2,8 +2,17 @@ import pytest
 import torch
 
 from tempo.data.records import AnnotationError, VideoRecord, check_labels, read_list
-from tempo.data.transforms import (CenterCrop, Compose, HorizontalFlip, MultiScaleCrop, RandomCrop,
-                                   RandomResizedCrop, Resize, ResizeShortSide, ThreeCrop)
+from tempo.data.transforms import (
+    CenterCrop,
+    Compose,
+    HorizontalFlip,
+    MultiScaleCrop,
+    RandomCrop,
+    RandomResizedCrop,
+    Resize,
+    ResizeShortSide,
+    ThreeCrop,
+)
 
 
 def test_read_video_and_frame_lists(tmp_path):
