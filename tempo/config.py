@@ -12,6 +12,22 @@ class ConfigError(ValueError):
     pass
 
 
+# dataset keys the real-dataset configs leave null for the user: what to pass, an example
+REQUIRED = {
+    "root": ("the folder holding the {name} videos", "/data/{name}"),
+    "annotations": ("the folder holding the {name} annotation files", "/data/{name}/annotations"),
+    "num_classes": ("the number of classes", "10"),
+}
+
+
+def _check_required(cfg: DictConfig) -> None:
+    for key, (what, example) in REQUIRED.items():
+        if key in cfg.dataset and cfg.dataset[key] is None:
+            name = cfg.dataset.name
+            raise ConfigError(f"dataset.{key} is not set; pass {what.format(name=name)} "
+                              f"(e.g. `dataset.{key}={example.format(name=name)}`)")
+
+
 def _check_paths(cfg: DictConfig) -> None:
     for key in ("root", "annotations"):
         value = cfg.dataset.get(key)
@@ -53,6 +69,7 @@ def check_config(cfg: DictConfig) -> None:
     if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt} is not a file; pass a checkpoint such as "
                           "outputs/<date>/<time>/checkpoints/last.ckpt")
+    _check_required(cfg)
     _check_paths(cfg)
     _check_segments(cfg)
     _check_schedule(cfg)

@@ -22,7 +22,8 @@ import numpy as np
 
 from tempo.data.encode import write_video
 
-HEIGHT, WIDTH = 32, 48
+# 64 px wide: decord 0.6 mis-sizes its buffer for frames narrower than 64 px (48 px fails)
+HEIGHT, WIDTH = 32, 64
 FPS = 12
 PALETTE = ((230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 40), (200, 40, 200))
 
@@ -397,3 +398,12 @@ BUILDERS = {
     "hmdb51": make_hmdb51,
     "diving48": make_diving48,
 }
+
+
+# -- damage ---------------------------------------------------------------------------------
+def truncate_file(path: str | Path, keep: float = 0.6) -> Path:
+    """Cut a video to its first `keep` fraction of bytes (index/trailer lost: undecodable)."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path

@@ -176,6 +176,8 @@ class VideoDataModule(L.LightningDataModule):
         self.root = root
         self.datasets: dict[str, VideoDataset] = {}
         self._records: dict[str, list[VideoRecord]] = {}
+        self.probed: dict[str, int] = {}  # per subset: videos probed for frame counts (0 = all cached)
+        self.broken: dict[str, str] = {}  # path → error of videos whose frames could not be counted
         if isinstance(test_sampler, ConsecutiveSampler) and self.test_batch_size != 1:
             raise ValueError(
                 "consecutive-window testing gives each video its own number of views, which cannot "
@@ -194,8 +196,17 @@ class VideoDataModule(L.LightningDataModule):
             self._records[source] = self._load_records(source)
         return self._records[source]
 
+    def _check_reader_paths(self) -> None:
+        """A reader bound with root/annotations = None (config defaults) cannot read anything."""
+        keywords = getattr(self.reader, "keywords", None) or {}
+        for key in ("root", "annotations"):
+            if key in keywords and keywords[key] is None:
+                raise ValueError(f"dataset.{key} is not set; pass the folder holding the "
+                                 f"{'videos' if key == 'root' else 'annotation files'} (`dataset.{key}=/path`)")
+
     def _load_records(self, subset: str) -> list[VideoRecord]:
-        parsed = self.reader(subset)
+        self._check_reader_paths()
+        parsed = self.reader(subset=subset)
         if self.class_names is None:
             self.class_names = list(parsed.class_names)
         if len(parsed.class_names) != self.num_classes:
@@ -206,13 +217,26 @@ class VideoDataModule(L.LightningDataModule):
         check_labels(parsed.records, self.num_classes, f"{subset} annotations")
         check_labelled(parsed.records, subset)
         records = apply_missing_policy(parsed.records, subset, self.allow_missing, self.report_dir)
+        self._check_backend(records)
         if self.manifest and records:
             records = self._count_frames(records, subset)
         return records
 
+    def _check_backend(self, records: list[VideoRecord]) -> None:
+        """Frame folders need the `frames` backend and video files a video backend."""
+        if not records or os.path.isdir(records[0].path) == (self.backend == "frames"):
+            return
+        if self.backend != "frames":
+            raise ValueError(f"{records[0].path} is a folder (of frames?) but the video backend is "
+                             f"{self.backend!r}; set `dataset.backend=frames` (and the frame name template).")
+        raise ValueError(f"{records[0].path} is not a folder but the backend is 'frames' (JPEG folders); "
+                         "set `dataset.backend=decord` (or pyav) for video files.")
+
     def _count_frames(self, records: list[VideoRecord], subset: str) -> list[VideoRecord]:
         manifest = FrameManifest(self.root or common_root(records), self.manifest_dir)
         filled = manifest.fill(records, workers=self.manifest_workers)
+        self.probed[subset] = manifest.probed
+        self.broken.update(manifest.failures)
         log.info("%s: frame counts of %d videos (%d probed, the rest from %s)", subset, len(filled),
                  manifest.probed, manifest.path)
         if manifest.failures:
@@ -228,7 +252,8 @@ class VideoDataModule(L.LightningDataModule):
         sampler = self.test_sampler if subset == "test" and self.test_sampler is not None else self.sampler
         sampler = _with_clips(sampler, 1 if subset != "test" else self.test_clips)
         return VideoDataset(records, sampler, Compose(transforms), train=train, multi_view=subset == "test",
-                            backend=self.backend, source_kwargs=self.source_kwargs)
+                            backend=self.backend, source_kwargs=self.source_kwargs,
+                            reported=self.broken.keys())
 
     def _bind_label_maps(self, transforms) -> None:
         """Flips configured with `swap_left_right` get the map derived from class names."""

@@ -10,7 +10,7 @@ counted beside them. Nothing is dropped silently and nothing crashes the epoch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from tempo.data.sources import DecodeError, FrameSource, open_source
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 10
+# options of the frame-folder source; video backends ignore them, so a config can switch backend
+FRAME_OPTIONS = ("template", "start_index")
 
 
 class VideoDataset(Dataset):
@@ -37,6 +39,7 @@ class VideoDataset(Dataset):
         multi_view: bool = False,
         backend: str = "decord",
         source_kwargs: dict | None = None,
+        reported: Iterable[str] = (),
     ):
         self.records = list(records)
         self.sampler = sampler
@@ -45,15 +48,18 @@ class VideoDataset(Dataset):
         self.multi_view = multi_view
         self.backend = backend
         self.source_kwargs = dict(source_kwargs or {})
-        self._reported: set[str] = set()
+        # paths already logged (e.g. by the data module when counting frames): not logged again
+        self._reported: set[str] = set(reported)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def open(self, record: VideoRecord) -> FrameSource:
         kwargs = dict(self.source_kwargs)
-        if self.backend == "frames" and record.num_frames is not None:
-            kwargs["num_frames"] = record.num_frames
+        if self.backend != "frames":
+            kwargs = {k: v for k, v in kwargs.items() if k not in FRAME_OPTIONS}
+        elif record.num_frames is not None:
+            kwargs["num_frames"] = record.num_frames  # from the manifest or a frame list: no rescan
         return open_source(record.path, self.backend, **kwargs)
 
     def load(self, index: int, rng: np.random.Generator | None) -> dict:

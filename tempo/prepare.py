@@ -1,0 +1,428 @@
+"""`python -m tempo.prepare dataset=<name> root=<videos> annotations=<files> [options]`.
+
+Reads the dataset's official annotations exactly as training does, then checks every video
+(or frame folder) of every subset: it exists, opens, has at least one frame and (with
+`decode_check`) its first and last usable frames decode. Results:
+
+- the frame-count manifest training reuses (`${paths.cache_dir}/manifests`, copied to the run dir),
+- `prepare_report.json` and `prepare_report.txt` in the run dir: ok / missing / broken counts per
+  subset, with every missing and broken path (and the error),
+- a summary table on the console. The exit status is 1 only with `strict=true` and a problem.
+
+Options convert the ok videos to a new root (same relative paths, so the same annotations
+read them): `resize_short_side=256` re-encodes with PyAV (`gop=` sets a short keyframe
+interval for fast seeking); `extract_frames=true` writes JPEG folders named after each video
+file (read them with `dataset.root=<new root> dataset.backend=frames`). Checks run in threads,
+conversions in `workers` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
+from tempo.data.records import VideoRecord
+
+log = logging.getLogger(__name__)
+console = Console()
+
+STATUSES = ("ok", "missing", "broken")
+SHOWN = 10  # problem paths printed on the console (all are in the report files)
+
+
+class PrepareError(ValueError):
+    """A configuration problem found before any checking starts."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome for one video or frame folder."""
+
+    path: str
+    status: str  # ok | missing | broken
+    num_frames: int | None = None
+    error: str | None = None
+
+
+# -- checking ----------------------------------------------------------------------------
+def _decode_ends(record: VideoRecord, num_frames: int | None, backend: str, source_kwargs: dict) -> int:
+    """Open with the backend training uses and decode the first and last usable frames;
+    returns the frame count the source reports."""
+    from tempo.data.dataset import FRAME_OPTIONS
+    from tempo.data.sources import open_source
+
+    kwargs = dict(source_kwargs)
+    if backend == "frames":
+        kwargs["num_frames"] = num_frames
+    else:
+        kwargs = {k: v for k, v in kwargs.items() if k not in FRAME_OPTIONS}
+    source = open_source(record.path, backend, **kwargs)
+    end = source.num_frames if record.end is None else min(record.end, source.num_frames)
+    if end <= record.start:
+        raise ValueError(f"no frames in [{record.start}, {record.end}) (the video has {source.num_frames})")
+    source.read(sorted({record.start, end - 1}))
+    return source.num_frames
+
+
+def check_record(record: VideoRecord, backend: str = "decord", source_kwargs: dict | None = None,
+                 decode: bool = True) -> Check:
+    """Exists? Opens with ≥ 1 frame? (decode) Do its first and last usable frames decode?"""
+    path = record.path
+    if not os.path.exists(path):
+        return Check(path, "missing", error="does not exist")
+    try:
+        # a video is opened once: by the decoding source when decoding, else by the frame probe
+        num_frames = count_images(path) if os.path.isdir(path) else None
+        if decode:
+            num_frames = _decode_ends(record, num_frames, backend, source_kwargs or {})
+        elif num_frames is None:
+            num_frames = probe_num_frames(path)
+        if num_frames < 1:
+            raise ValueError("no frames")
+    except Exception as err:  # every failure is a finding, never a crash
+        reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+        return Check(path, "broken", error=" ".join(str(reason).split())[:500])
+    return Check(path, "ok", num_frames=num_frames)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def run_parallel(fn: Callable, items: Sequence, workers: int, description: str,
+                 processes: bool = False) -> list:
+    """`fn` over `items` in a pool (threads, or spawned processes), in order, with a progress bar."""
+    if not items:
+        return []
+    workers = max(1, min(workers, len(items)))
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if processes
+            else ThreadPoolExecutor(workers))
+    results = []
+    with pool, _progress() as progress:
+        task = progress.add_task(description, total=len(items))
+        for result in pool.map(fn, items):
+            results.append(result)
+            progress.advance(task)
+    return results
+
+
+def check_all(records: Iterable[VideoRecord], backend: str, source_kwargs: dict, decode: bool,
+              workers: int) -> dict[str, Check]:
+    """path → Check for the unique paths of `records` (a video listed twice is checked once)."""
+    unique = list({r.path: r for r in records}.values())
+
+    def one(record: VideoRecord) -> Check:
+        return check_record(record, backend, source_kwargs, decode)
+
+    checks = run_parallel(one, unique, workers, f"checking {len(unique)} videos")
+    return {c.path: c for c in checks}
+
+
+# -- annotations ---------------------------------------------------------------------------
+def read_subsets(reader: Callable, subsets: Sequence[str]) -> tuple[dict[str, list[VideoRecord]],
+                                                                      list[str], dict[str, str]]:
+    """Records per subset, the class names, and the subsets whose annotations failed to read."""
+    records, errors, class_names = {}, {}, []
+    for subset in subsets:
+        try:
+            parsed = reader(subset=subset)
+        except (OSError, ValueError) as err:  # missing or malformed annotation file
+            errors[subset] = f"{type(err).__name__}: {err}"
+            continue
+        records[subset] = parsed.records
+        class_names = class_names or list(parsed.class_names)
+    return records, class_names, errors
+
+
+# -- report ------------------------------------------------------------------------------
+def build_report(name: str, root: str | None, annotations: str | None, records: dict[str, list[VideoRecord]],
+                 checks: dict[str, Check], class_names: list[str], errors: dict[str, str]) -> dict:
+    subsets = {}
+    for subset, recs in records.items():
+        found = [checks[r.path] for r in recs]
+        subsets[subset] = {
+            "videos": len(recs),
+            "ok": sum(c.status == "ok" for c in found),
+            "missing": [c.path for c in found if c.status == "missing"],
+            "broken": [{"path": c.path, "error": c.error} for c in found if c.status == "broken"],
+        }
+    totals = {s: sum(c.status == s for c in checks.values()) for s in STATUSES}
+    return {"dataset": name, "root": root, "annotations": annotations, "num_classes": len(class_names),
+            "unique_videos": len(checks), "totals": totals, "subsets": subsets, "annotation_errors": errors}
+
+
+def has_problems(report: dict) -> bool:
+    return bool(report["totals"]["missing"] or report["totals"]["broken"] or report["annotation_errors"])
+
+
+def report_text(report: dict) -> str:
+    lines = [f"tempo.prepare report: dataset {report['dataset']}", f"root: {report['root']}",
+             f"annotations: {report['annotations']}", f"classes: {report['num_classes']}", "",
+             f"{'subset':<8} {'videos':>8} {'ok':>8} {'missing':>8} {'broken':>8}"]
+    for subset, s in report["subsets"].items():
+        lines.append(f"{subset:<8} {s['videos']:>8} {s['ok']:>8} {len(s['missing']):>8} {len(s['broken']):>8}")
+    t = report["totals"]
+    lines.append(f"{'unique':<8} {report['unique_videos']:>8} {t['ok']:>8} {t['missing']:>8} {t['broken']:>8}")
+    for subset, error in report["annotation_errors"].items():
+        lines += ["", f"{subset}: annotations could not be read: {error}"]
+    for subset, s in report["subsets"].items():
+        if s["missing"]:
+            lines += ["", f"missing in {subset} ({len(s['missing'])}):", *(f"  {p}" for p in s["missing"])]
+        if s["broken"]:
+            lines += ["", f"broken in {subset} ({len(s['broken'])}):",
+                      *(f"  {b['path']}\n    {b['error']}" for b in s["broken"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, run_dir: Path) -> tuple[Path, Path]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    json_path, text_path = run_dir / "prepare_report.json", run_dir / "prepare_report.txt"
+    json_path.write_text(json.dumps(report, indent=1))
+    text_path.write_text(report_text(report))
+    return json_path, text_path
+
+
+def print_summary(report: dict) -> None:
+    table = Table(title=f"{report['dataset']}: {report['unique_videos']} videos checked")
+    for column in ("subset", "videos", "ok", "missing", "broken"):
+        table.add_column(column, justify="left" if column == "subset" else "right")
+    for subset, s in report["subsets"].items():
+        table.add_row(subset, str(s["videos"]), str(s["ok"]), str(len(s["missing"])), str(len(s["broken"])))
+    console.print(table)
+    for subset, error in report["annotation_errors"].items():
+        console.print(f"[red]{subset}: annotations could not be read:[/red] {escape(error)}")
+    shown = 0
+    for subset, s in report["subsets"].items():
+        problems = [(p, "missing") for p in s["missing"]] + [(b["path"], b["error"]) for b in s["broken"]]
+        for path, what in problems[: max(SHOWN - shown, 0)]:
+            brief = " ".join(str(what).split())[:160]
+            console.print(f"  {subset}: {escape(path)}  [yellow]{escape(brief)}[/yellow]", highlight=False)
+            shown += 1
+
+
+# -- manifest ----------------------------------------------------------------------------------
+def save_manifest(checks: Iterable[Check], root: str, cache_dir: str | None) -> FrameManifest:
+    manifest = FrameManifest(root, cache_dir)
+    for check in checks:
+        if check.status == "ok" and check.num_frames:
+            manifest.add(check.path, check.num_frames)
+    manifest.save()
+    return manifest
+
+
+# -- conversion --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    src: str
+    dst: str
+    short_side: int | None
+    frames: bool
+    gop: int | None
+    quality: int
+    template: str
+    start_index: int
+    overwrite: bool
+
+
+def _scaled(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) with the short side `short_side`, both even (yuv420p)."""
+    if short_side is None:
+        return height - height % 2, width - width % 2
+    scale = short_side / min(height, width)
+    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
+
+
+def _rgb_frames(src: str, short_side: int | None):
+    """(fps, iterator of resized RGB uint8 frames) of a video, decoded with PyAV."""
+    import av
+
+    container = av.open(src)
+    stream = container.streams.video[0]
+    fps = stream.average_rate or stream.guessed_rate or 25
+
+    def frames():
+        with container:
+            for frame in container.decode(stream):
+                h, w = _scaled(frame.height, frame.width, short_side)
+                yield frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+
+    return fps, frames()
+
+
+def convert_one(job: Job) -> tuple[str, int | str]:
+    """Re-encode or extract one video; (dst, frames written) or (dst, error). Writes atomically."""
+    dst = Path(job.dst)
+    if dst.exists() and not job.overwrite:
+        return job.dst, count_images(job.dst) if job.frames else probe_num_frames(job.dst)
+    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    try:
+        fps, frames = _rgb_frames(job.src, job.short_side)
+        if job.frames:
+            n = _write_jpegs(partial, frames, job.template, job.start_index, job.quality)
+        else:
+            from tempo.data.encode import write_video
+
+            counted = _Counted(frames)
+            write_video(partial, counted, fps=fps, gop=job.gop)
+            n = counted.n
+        _remove(dst)
+        partial.rename(dst)
+    except Exception as err:  # reported per video, the others go on
+        _remove(partial)
+        return job.dst, f"{type(err).__name__}: {err}"
+    return job.dst, n
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class _Counted:
+    def __init__(self, items):
+        self.items, self.n = items, 0
+
+    def __iter__(self):
+        for item in self.items:
+            self.n += 1
+            yield item
+
+
+def _write_jpegs(folder: Path, frames, template: str, start_index: int, quality: int) -> int:
+    from PIL import Image
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    n = 0
+    for n, frame in enumerate(frames, start=1):
+        Image.fromarray(frame).save(folder / template.format(n - 1 + start_index), quality=quality)
+    if n == 0:
+        raise ValueError("no frames decoded")
+    return n
+
+
+def default_output_root(root: str, short_side: int | None, frames: bool) -> Path:
+    base = Path(root.rstrip("/"))
+    suffix = ("_frames" if frames else "") + (f"_short{short_side}" if short_side else "")
+    return base.with_name(base.name + suffix)
+
+
+def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path) -> dict | None:
+    """Run the requested conversion for the ok videos; returns its summary (None if none asked)."""
+    short_side, frames = cfg.get("resize_short_side"), bool(cfg.get("extract_frames"))
+    if not short_side and not frames:
+        return None
+    if cfg.dataset.datamodule.get("backend") == "frames":
+        raise PrepareError("resize_short_side / extract_frames convert videos, but this dataset already "
+                           "reads frame folders; nothing to convert.")
+    out_root = Path(cfg.output_root) if cfg.get("output_root") else default_output_root(root, short_side, frames)
+    jobs = []
+    for check in checks.values():
+        rel = os.path.relpath(check.path, root)
+        if check.status != "ok" or rel.startswith(".."):
+            continue
+        jobs.append(Job(check.path, str(out_root / rel), short_side, frames, cfg.get("gop"),
+                        int(cfg.jpeg_quality), cfg.frame_template, int(cfg.start_index), bool(cfg.overwrite)))
+    for job in jobs:
+        Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
+    what = "extracting frames of" if frames else f"re-encoding (short side {short_side})"
+    results = run_parallel(convert_one, jobs, int(cfg.workers), f"{what} {len(jobs)} videos", processes=True)
+    written = {dst: n for dst, n in results if isinstance(n, int)}
+    failed = {dst: n for dst, n in results if not isinstance(n, int)}
+    manifest = FrameManifest(out_root, _manifest_dir(cfg))
+    for dst, n in written.items():
+        manifest.add(dst, n)
+    manifest.save()
+    hint = f"dataset.root={out_root}" + (" dataset.backend=frames" if frames else "")
+    console.print(f"converted {len(written)} videos into {escape(str(out_root))} ({len(failed)} failed); "
+                  f"train with {escape(hint)}", highlight=False)
+    if failed:
+        (run_dir / "convert_failures.txt").write_text("".join(f"{p}\t{e}\n" for p, e in failed.items()))
+    return {"output_root": str(out_root), "converted": len(written), "failed": failed, "use": hint,
+            "manifest": str(manifest.path)}
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def _manifest_dir(cfg: DictConfig) -> str:
+    return cfg.dataset.datamodule.get("manifest_dir") or str(Path(cfg.paths.cache_dir) / "manifests")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    for key in ("root", "annotations"):
+        if key not in cfg.dataset.datamodule.reader:  # e.g. the synthetic set needs neither
+            continue
+        value = cfg.dataset[key]
+        if value is None:
+            raise PrepareError(f"pass the {cfg.dataset.name} {'videos' if key == 'root' else 'annotations'} "
+                               f"folder: `{key}=/path` (or `dataset.{key}=/path`)")
+        if not Path(str(value)).exists():
+            raise PrepareError(f"{key}={value} does not exist; pass the folder holding the {cfg.dataset.name} "
+                               f"{'videos' if key == 'root' else 'annotation files'}")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Check (and optionally convert) the dataset `cfg` names; returns the report (also written)."""
+    check_paths(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    data = cfg.dataset.datamodule
+    reader = instantiate(data.reader)
+    records, class_names, errors = read_subsets(reader, list(cfg.subsets))
+    everything = [r for recs in records.values() for r in recs]
+    options = data.get("source_kwargs")
+    source_kwargs = OmegaConf.to_container(options, resolve=True) if options else {}
+    checks = check_all(everything, data.get("backend", "decord"), source_kwargs, bool(cfg.decode_check),
+                       int(cfg.workers))
+    root = str(cfg.dataset.get("root") or _common_root(everything))
+    report = build_report(cfg.dataset.name, root, cfg.dataset.get("annotations"), records, checks,
+                          class_names, errors)
+    if checks:
+        manifest = save_manifest(checks.values(), data.get("root") or root, _manifest_dir(cfg))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(manifest.path, run_dir / "manifest.json")
+        report["manifest"] = str(manifest.path)
+    report["conversion"] = convert(cfg, checks, root, run_dir)
+    json_path, text_path = write_report(report, run_dir)
+    print_summary(report)
+    console.print(f"report: {escape(str(text_path))} (and {json_path.name})", highlight=False)
+    return report
+
+
+def _common_root(records: Sequence[VideoRecord]) -> str:
+    from tempo.data.datamodule import common_root
+
+    return common_root(records) if records else "."
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    report = run(cfg)
+    if has_problems(report):
+        if cfg.strict:
+            console.print("[red]strict=true: missing or broken data found; exiting with status 1[/red]")
+            sys.exit(1)
+        console.print("[yellow]missing or broken data found (see the report); training fails on missing "
+                      "videos unless dataset.allow_missing=true, and skips broken ones[/yellow]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""`python -m tempo.prepare`: checks, report, manifest, strict exit status and conversions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tempo.data.manifest import FrameManifest
+from tempo.data.sources import open_source
+from tempo.prepare import PrepareError, has_problems, run
+from tests.official_fixtures import (
+    make_hmdb51,
+    make_kinetics400,
+    make_sthv1,
+    make_ucf101,
+    truncate_file,
+    ucf_file_name,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = str(REPO / "conf")
+
+
+def compose_prepare(tmp: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("prepare", overrides=[f"paths.output_dir={tmp / 'run'}", f"paths.cache_dir={tmp / 'cache'}",
+                                             "workers=2", *overrides])
+
+
+def prepare_cli(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tempo.prepare", f"paths.cache_dir={tmp / 'cache'}", "workers=2",
+               *overrides]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture
+def damaged_hmdb(tmp_path) -> tuple[Path, Path, Path, Path]:
+    """HMDB-51 (names with spaces and [ ] ( ) & ; !) with one missing and one truncated video."""
+    root, ann = make_hmdb51(tmp_path / "data", num_classes=2)
+    videos = sorted(root.rglob("*.avi"))
+    missing = next(v for v in videos if "[HD]" in v.name)
+    truncated = next(v for v in videos if "Jerry;" in v.name)
+    missing.unlink()
+    truncate_file(truncated)
+    return root, ann, missing, truncated
+
+
+def test_prepare_reports_missing_and_truncated_and_exits_1_only_when_strict(damaged_hmdb, tmp_path):
+    root, ann, missing, truncated = damaged_hmdb
+    relaxed = prepare_cli(tmp_path, "dataset=hmdb51", f"root={root}", f"annotations={ann}",
+                          f"hydra.run.dir={tmp_path / 'relaxed'}")
+    assert relaxed.returncode == 0, relaxed.stderr[-3000:]
+    report = json.loads((tmp_path / "relaxed" / "prepare_report.json").read_text())
+    problems = {s: (v["missing"], [b["path"] for b in v["broken"]]) for s, v in report["subsets"].items()}
+    found_missing = {p for m, _ in problems.values() for p in m}
+    found_broken = {p for _, b in problems.values() for p in b}
+    assert found_missing == {str(missing)} and found_broken == {str(truncated)}
+    assert report["totals"] == {"ok": 4, "missing": 1, "broken": 1}
+    text = (tmp_path / "relaxed" / "prepare_report.txt").read_text()
+    assert str(missing) in text and str(truncated) in text
+    assert "missing" in relaxed.stdout and "broken" in relaxed.stdout  # the summary table
+    assert (tmp_path / "relaxed" / "manifest.json").is_file()
+
+    strict = prepare_cli(tmp_path, "dataset=hmdb51", f"dataset.root={root}", f"dataset.annotations={ann}",
+                         "strict=true", f"hydra.run.dir={tmp_path / 'strict'}")
+    assert strict.returncode == 1
+    assert "strict=true" in strict.stdout
+
+
+def test_prepare_strict_passes_on_clean_data(tmp_path):
+    root, ann = make_hmdb51(tmp_path / "data", num_classes=2)
+    result = prepare_cli(tmp_path, "dataset=hmdb51", f"root={root}", f"annotations={ann}", "strict=true",
+                         f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_prepare_manifest_is_reused_by_training(tmp_path):
+    root, ann = make_sthv1(tmp_path / "data", num_classes=3)
+    report = run(compose_prepare(tmp_path, "dataset=sthv1", f"root={root}", f"annotations={ann}"))
+    assert report["totals"] == {"ok": 11, "missing": 0, "broken": 0} and not has_problems(report)
+    manifest = FrameManifest(root, tmp_path / "cache" / "manifests")
+    assert len(manifest.entries) == 11 and {e[0] for e in manifest.entries.values()} == {8}
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path / 'train'}",
+                                          f"paths.cache_dir={tmp_path / 'cache'}", "dataset=sthv1",
+                                          f"dataset.root={root}", f"dataset.annotations={ann}",
+                                          "dataset.num_classes=3", "dataset.num_workers=0"])
+    dm = instantiate(cfg.dataset.datamodule)
+    dm.setup("fit")
+    assert dm.probed == {"train": 0, "val": 0}
+
+
+def test_prepare_requires_root_and_reports_unreadable_annotations(tmp_path):
+    with pytest.raises(PrepareError, match=r"root=/path"):
+        run(compose_prepare(tmp_path, "dataset=k400"))
+    root, ann = make_kinetics400(tmp_path / "data", num_classes=2, num_test=0)
+    (ann / "test.csv").unlink()
+    report = run(compose_prepare(tmp_path, "dataset=k400", f"root={root}", f"annotations={ann}"))
+    assert "test.csv" in report["annotation_errors"]["test"] and has_problems(report)
+    assert report["totals"] == {"ok": 6, "missing": 0, "broken": 0}
+
+
+@pytest.mark.slow
+def test_prepare_resizes_and_extracts_frames(tmp_path):
+    root, ann = make_ucf101(tmp_path / "data", num_classes=2)
+    data = ["dataset=ucf101", f"root={root}", f"annotations={ann}"]
+    report = run(compose_prepare(tmp_path, *data, "resize_short_side=16", "gop=2"))
+    resized = Path(report["conversion"]["output_root"])
+    assert resized == root.with_name("UCF-101_short16") and report["conversion"]["converted"] == 6
+    video = resized / "HandstandPushups" / ucf_file_name("HandstandPushups", 8, 1)
+    frames = open_source(video, "pyav").read([0, 7])
+    assert tuple(frames.shape) == (2, 16, 32, 3)
+
+    report = run(compose_prepare(tmp_path, *data, "extract_frames=true", f"output_root={tmp_path / 'jpg'}"))
+    assert report["conversion"]["converted"] == 6
+    folder = tmp_path / "jpg" / "HandstandPushups" / ucf_file_name("HandstandPushups", 8, 1)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.jpg" for i in range(1, 9)]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path / 'train'}",
+                                          f"paths.cache_dir={tmp_path / 'cache'}", "dataset=ucf101",
+                                          f"dataset.root={tmp_path / 'jpg'}", f"dataset.annotations={ann}",
+                                          "dataset.backend=frames", "dataset.num_classes=2", "dataset.num_workers=0",
+                                          "dataset.num_segments=4", "dataset.input_size=32", "dataset.short_side=36"])
+    dm = instantiate(cfg.dataset.datamodule)
+    dm.setup("fit")
+    assert dm.probed == {"train": 0, "val": 0}  # extraction wrote the counts
+    assert dm.datasets["train"][0]["video"].shape == (3, 4, 32, 32)
