@@ -107,3 +107,11 @@ def test_cli_multirun_sweeps_both_models(tmp_path, synthetic_cache):
     assert len(summaries) == 2
     models = {json.loads(p.read_text())["model"] for p in summaries}
     assert models == {"tempo.models.tsn.TSN", "tempo.models.tsm.TSM"}
+
+    from tempo.report import main as report
+
+    assert report([str(tmp_path / "sweep")]) == 0
+    lines = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
+    assert lines[0].startswith("job,model,best") and len(lines) == 3
+    assert {line.split(",")[1] for line in lines[1:]} == {"tsn", "tsm"}
+    assert (tmp_path / "sweep" / "report.png").is_file()

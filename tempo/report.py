@@ -1,0 +1,114 @@
+"""`python -m tempo.report <multirun dir>`: one table (and bar plot) of a sweep's jobs.
+
+Reads every `<job>/summary.json` and `<job>/.hydra/overrides.yaml` under the folder, prints
+a table of the swept overrides with best validation and test accuracy, and writes
+`report.csv`, `report.md` and `report.png` beside the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+METRICS = ("best", "test/top1", "test/top5", "test/mean_class", "wall_time_s")
+
+
+def job_rows(sweep_dir: Path) -> list[dict]:
+    rows = []
+    for summary_path in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_key(p.parent.name)):
+        summary = json.loads(summary_path.read_text())
+        overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        rows.append({
+            "job": summary_path.parent.name,
+            "overrides": overrides,
+            "best": summary["best"]["value"],
+            **{k: summary.get("test", {}).get(k) for k in METRICS[1:4]},
+            "wall_time_s": summary.get("wall_time_s"),
+        })
+    return rows
+
+
+def _job_key(name: str):
+    return (0, int(name)) if name.isdigit() else (1, name)
+
+
+def swept_overrides(rows: list[dict]) -> list[dict[str, str]]:
+    """Only the overrides that differ between jobs (the sweep's axes)."""
+    parsed = [dict(o.split("=", 1) for o in row["overrides"] if "=" in o) for row in rows]
+    keys = sorted({k for p in parsed for k in p})
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    return [{k: p.get(k, "") for k in varying} for p in parsed]
+
+
+def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]]) -> None:
+    columns = sorted({k for a in axes for k in a})
+    with open(sweep_dir / "report.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["job", *columns, *METRICS])
+        for row, axis in zip(rows, axes, strict=True):
+            writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS)])
+    lines = ["| job | " + " | ".join([*columns, "best val", "test top-1", "test top-5"]) + " |",
+             "|" + "---|" * (len(columns) + 4)]
+    for row, axis in zip(rows, axes, strict=True):
+        lines.append(f"| {row['job']} | " + " | ".join([*(axis.get(c, "") for c in columns),
+                                                       _pct(row["best"]), _pct(row["test/top1"]),
+                                                       _pct(row["test/top5"])]) + " |")
+    (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
+    _plot(sweep_dir / "report.png", rows, axes)
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def _plot(path: Path, rows: list[dict], axes: list[dict[str, str]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.items()) or r["job"]
+              for r, a in zip(rows, axes, strict=True)]
+    values = [100 * (r["best"] or 0) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
+    ax.bar(range(len(rows)), values)
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="best val top-1 (%)", title=path.parent.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>/<time>")
+    args = parser.parse_args(argv)
+    rows = job_rows(args.sweep_dir)
+    if not rows:
+        print(f"no */summary.json under {args.sweep_dir}: is it a multirun folder of finished jobs?",
+              file=sys.stderr)
+        return 1
+    axes = swept_overrides(rows)
+    write_outputs(args.sweep_dir, rows, axes)
+    columns = sorted({k for a in axes for k in a})
+    table = Table(title=f"sweep {args.sweep_dir}")
+    for c in ["job", *columns, "best val", "test top-1", "test top-5"]:
+        table.add_column(c)
+    for row, axis in zip(rows, axes, strict=True):
+        table.add_row(row["job"], *(axis.get(c, "") for c in columns), _pct(row["best"]),
+                      _pct(row["test/top1"]), _pct(row["test/top5"]))
+    Console().print(table)
+    print(f"written: {args.sweep_dir / 'report.csv'}, report.md, report.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
