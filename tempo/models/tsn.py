@@ -49,9 +49,16 @@ class TSN(nn.Module):
             self._freeze_bn_after_first()
         return self
 
+    def partial_bn_norms(self) -> list[nn.BatchNorm2d]:
+        """The BNs partial BN freezes: every backbone BN but the first (stem). Modules inserted after a
+        stage (`backbone.after_stage`, e.g. TCM) are excluded: they have no pretrained statistics."""
+        inserted = getattr(self.backbone, "after_stage", None)
+        skip = {id(m) for m in inserted.modules()} if inserted is not None else set()
+        norms = [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in skip]
+        return norms[1:]
+
     def _freeze_bn_after_first(self) -> None:
-        norms = [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
-        for m in norms[1:]:
+        for m in self.partial_bn_norms():
             m.eval()
             m.weight.requires_grad_(False)
             m.bias.requires_grad_(False)

@@ -65,7 +65,7 @@ class _RowCorrelation(torch.autograd.Function):
     """Row-of-displacements GEMM correlation; returns the pixel-major layout (H, M, W, P, P)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, a: torch.Tensor, b: torch.Tensor, patch_size: int) -> torch.Tensor:
+    def forward(ctx: FunctionCtx, a: torch.Tensor, b: torch.Tensor, patch_size: int, relu: bool) -> torch.Tensor:
         m, c, h, w = a.shape
         r = (patch_size - 1) // 2
         # Image rows outermost, so that rows y..y+H of padded B (fixed dy) merge with the batch into one
@@ -73,23 +73,29 @@ class _RowCorrelation(torch.autograd.Function):
         a_rows = a.permute(2, 0, 3, 1).contiguous()  # (H, M, W, C)
         b_rows = F.pad(b, (r, r, r, r)).permute(2, 0, 1, 3).contiguous()  # (H + 2R, M, C, W + 2R)
         a_flat = a_rows.view(h * m, w, c)
+        gram = a.new_empty(h * m, w, w + 2 * r)  # reused for every dy: fresh large buffers are costly on CPU
+        band = _band_view(gram, patch_size).view(h, m, w, patch_size)
         out = a.new_empty(h, m, w, patch_size, patch_size)
         for i in range(patch_size):
-            gram = torch.bmm(a_flat, b_rows[i:i + h].view(h * m, c, w + 2 * r))  # (H·M, W, W + 2R)
-            out[:, :, :, i] = _band_view(gram, patch_size).view(h, m, w, patch_size)
-        ctx.save_for_backward(a_rows, b_rows)
+            torch.bmm(a_flat, b_rows[i:i + h].view(h * m, c, w + 2 * r), out=gram)
+            out[:, :, :, i] = band
+        if relu:
+            out.relu_()
+        ctx.save_for_backward(a_rows, b_rows, out if relu else None)
         ctx.patch_size = patch_size
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        a_rows, b_rows = ctx.saved_tensors
+    def backward(ctx: FunctionCtx, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        a_rows, b_rows, relu_out = ctx.saved_tensors
         patch_size: int = ctx.patch_size
         r = (patch_size - 1) // 2
         h, m, w, c = a_rows.shape
         with torch.autocast(device_type=a_rows.device.type, enabled=False):
             grad_out = grad_out.to(a_rows.dtype)
+            if relu_out is not None:  # one contiguous pass; masking each strided band slice is much slower
+                grad_out = torch.where(relu_out > 0, grad_out, 0.0)
             # One (W, W + 2R) buffer per (row, sample): zero off the band, overwritten on the band per dy.
             grad_gram = a_rows.new_zeros(h * m, w, w + 2 * r)
             grad_band = _band_view(grad_gram, patch_size).view(h, m, w, patch_size)
@@ -103,20 +109,22 @@ class _RowCorrelation(torch.autograd.Function):
                 grad_b[i:i + h].view(h * m, c, w + 2 * r).baddbmm_(a_t, grad_gram)
             grad_a = grad_a.view(h, m, w, c).permute(1, 3, 0, 2)
             grad_b = grad_b.permute(1, 2, 0, 3)[:, :, r:r + h, r:r + w]
-        return grad_a, grad_b, None
+        return grad_a, grad_b, None, None
 
 
-def correlation_pixel_major(a: torch.Tensor, b: torch.Tensor, patch_size: int) -> torch.Tensor:
+def correlation_pixel_major(a: torch.Tensor, b: torch.Tensor, patch_size: int,
+                             relu: bool = False) -> torch.Tensor:
     """Correlation in the layout (H, M, W, P²) used internally by the match estimation.
 
     Same values as ``correlation_rows`` (``out.permute(1, 3, 0, 2)`` gives (M, P², H, W)); the P² axis is
     contiguous, which makes the per-pixel max/softmax/reductions downstream cheap and avoids a transpose.
-    Inputs are computed in float32 (float64 kept) with autocast disabled.
+    ``relu=True`` applies the MTDM's ReLU in place (saves a full-size tensor). Inputs are computed in
+    float32 (float64 kept) with autocast disabled.
     """
     _check_inputs(a, b, patch_size)
     dtype = compute_dtype(a.dtype)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        out = _RowCorrelation.apply(a.to(dtype), b.to(dtype), patch_size)
+        out = _RowCorrelation.apply(a.to(dtype), b.to(dtype), patch_size, relu)
     h, m, w = out.shape[:3]
     return out.view(h, m, w, patch_size * patch_size)
 
