@@ -19,10 +19,13 @@ Two implementations that agree to float rounding:
   at once; the P diagonals we need are read back through a strided view. This does (W + 2R)/P times the
   necessary multiply-adds but in GEMMs, which is several times faster than the loop, forward and
   backward (see benchmarks/bench_correlation.py). A hand-written backward reuses one band buffer and
-  accumulates gradients in place instead of letting autograd allocate P full-size zero tensors.
+  accumulates gradients in place instead of letting autograd allocate P full-size zero tensors. Extra
+  memory: row-major copies of A and of zero-padded B plus one (H·M, W, W + 2R) Gram buffer; B is never
+  unfolded over the batch.
 
 The computation always runs in float32 (float64 stays float64), with autocast disabled, because the
 match estimation downstream multiplies these values by 100 before a softmax (spec B3, last sentence).
+On GPUs, TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) would also apply to these GEMMs.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class _RowCorrelation(torch.autograd.Function):
     """Row-of-displacements GEMM correlation; returns the pixel-major layout (H, M, W, P, P)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, a: torch.Tensor, b: torch.Tensor, patch_size: int, relu: bool) -> torch.Tensor:
+    def forward(ctx: FunctionCtx, a: torch.Tensor, b: torch.Tensor, patch_size: int,
+                relu: bool) -> torch.Tensor:
         m, c, h, w = a.shape
         r = (patch_size - 1) // 2
         # Image rows outermost, so that rows y..y+H of padded B (fixed dy) merge with the batch into one
@@ -94,8 +98,8 @@ class _RowCorrelation(torch.autograd.Function):
         h, m, w, c = a_rows.shape
         with torch.autocast(device_type=a_rows.device.type, enabled=False):
             grad_out = grad_out.to(a_rows.dtype)
-            if relu_out is not None:  # one contiguous pass; masking each strided band slice is much slower
-                grad_out = torch.where(relu_out > 0, grad_out, 0.0)
+            if relu_out is not None:  # ReLU's own backward kernel: one pass, no mask tensor
+                grad_out = torch.ops.aten.threshold_backward(grad_out, relu_out, 0.0)
             # One (W, W + 2R) buffer per (row, sample): zero off the band, overwritten on the band per dy.
             grad_gram = a_rows.new_zeros(h * m, w, w + 2 * r)
             grad_band = _band_view(grad_gram, patch_size).view(h, m, w, patch_size)
