@@ -131,11 +131,13 @@ class RecognitionModule(L.LightningModule):
         self.excluded[stage] += int((~valid).sum())
         return valid, batch["label"][valid]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.network(batch["video"])["logits"]
-        keep, labels = self._valid(batch, "val")
+    def _update(self, metrics: MetricCollection, scores: torch.Tensor, batch: dict, stage: str) -> None:
+        keep, labels = self._valid(batch, stage)
         if len(labels):
-            self.val_metrics.update(logits[keep], labels)
+            metrics.update(scores[keep], labels)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._update(self.val_metrics, self.network(batch["video"])["logits"], batch, "val")
 
     def on_validation_epoch_start(self) -> None:
         self.excluded["val"] = 0
@@ -157,9 +159,7 @@ class RecognitionModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         video = batch["video"]
         scores = self.multi_view_scores(video) if video.dim() == 6 else self.network(video)["logits"]
-        keep, labels = self._valid(batch, "test")
-        if len(labels):
-            self.test_metrics.update(scores[keep], labels)
+        self._update(self.test_metrics, scores, batch, "test")
 
     def on_test_epoch_start(self) -> None:
         self.excluded["test"] = 0

@@ -45,16 +45,11 @@ class SegmentSampler:
 
 
 @dataclass(frozen=True)
-class DenseSampler:
-    """`clip_len` frames every `interval` frames (I3D/SlowOnly "32×2" clips).
-
-    Train: one clip at a random start. Eval: `num_clips` clips with uniformly spaced
-    starts (centre clip when `num_clips` = 1). Frames past the end repeat the last one.
-    """
+class _StridedClips:
+    """Clips of `clip_len` frames taken every `interval` frames."""
 
     clip_len: int = 8
     interval: int = 2
-    num_clips: int = 1
 
     @property
     def clip_frames(self) -> int:
@@ -62,7 +57,19 @@ class DenseSampler:
 
     @property
     def span(self) -> int:
+        """Frames one clip covers, first to last."""
         return (self.clip_len - 1) * self.interval + 1
+
+
+@dataclass(frozen=True)
+class DenseSampler(_StridedClips):
+    """`clip_len` frames every `interval` frames (I3D/SlowOnly "32×2" clips).
+
+    Train: one clip at a random start. Eval: `num_clips` clips with uniformly spaced
+    starts (centre clip when `num_clips` = 1). Frames past the end repeat the last one.
+    """
+
+    num_clips: int = 1
 
     def sample(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
         room = max(num_frames - self.span, 0)
@@ -77,7 +84,7 @@ class DenseSampler:
 
 
 @dataclass(frozen=True)
-class ConsecutiveSampler:
+class ConsecutiveSampler(_StridedClips):
     """Consecutive windows: every window of `clip_len` frames with step `interval`,
     starting every `stride` frames (ST-MANet protocol: all 64-frame windows, stride 32).
 
@@ -89,14 +96,6 @@ class ConsecutiveSampler:
     interval: int = 2
     stride: int = 32
     max_clips: int | None = None
-
-    @property
-    def clip_frames(self) -> int:
-        return self.clip_len
-
-    @property
-    def span(self) -> int:
-        return (self.clip_len - 1) * self.interval + 1
 
     def sample(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
         offsets = np.arange(self.clip_len) * self.interval

@@ -73,38 +73,35 @@ class Resize:
         return {**sample, "video": _resize(sample["video"], self.size)}
 
 
-class CenterCrop:
+class _SquareCrop:
+    """Square crops of side `size` (smaller when the frame is smaller)."""
+
     def __init__(self, size: int):
         self.size = size
 
-    def __call__(self, sample: Sample) -> Sample:
-        video = sample["video"]
+    def _geometry(self, video: torch.Tensor) -> tuple[int, int, int]:
         h, w = video.shape[-2:]
-        s = min(self.size, h, w)
-        return {**sample, "video": _crop(video, (h - s) // 2, (w - s) // 2, s, s)}
+        return h, w, min(self.size, h, w)
 
 
-class RandomCrop:
-    def __init__(self, size: int):
-        self.size = size
-
+class CenterCrop(_SquareCrop):
     def __call__(self, sample: Sample) -> Sample:
-        video = sample["video"]
-        h, w = video.shape[-2:]
-        s = min(self.size, h, w)
-        return {**sample, "video": _crop(video, _rand_int(h - s), _rand_int(w - s), s, s)}
+        h, w, s = self._geometry(sample["video"])
+        return {**sample, "video": _crop(sample["video"], (h - s) // 2, (w - s) // 2, s, s)}
 
 
-class ThreeCrop:
+class RandomCrop(_SquareCrop):
+    def __call__(self, sample: Sample) -> Sample:
+        h, w, s = self._geometry(sample["video"])
+        return {**sample, "video": _crop(sample["video"], _rand_int(h - s), _rand_int(w - s), s, s)}
+
+
+class ThreeCrop(_SquareCrop):
     """Left/centre/right (or top/centre/bottom for portrait) square crops: V → 3V views."""
 
-    def __init__(self, size: int):
-        self.size = size
-
     def __call__(self, sample: Sample) -> Sample:
         video = sample["video"]
-        h, w = video.shape[-2:]
-        s = min(self.size, h, w)
+        h, w, s = self._geometry(video)
         if w >= h:
             boxes = [((h - s) // 2, x) for x in (0, (w - s) // 2, w - s)]
         else:
