@@ -34,6 +34,7 @@ def write_video(
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1  # multi-threaded encoders are not bit-reproducible
         options = {}
         if codec == "libx264":
             options["crf"] = str(quality)
