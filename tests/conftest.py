@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -51,3 +52,12 @@ def tiny_cfg(tmp_path, synthetic_cache):
         return compose_config([*TINY, *overrides], tmp_path / "run", synthetic_cache)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Small CPU workloads: one intra-op thread is faster and steadier on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,14 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def tiny_checkpoint(tiny_cfg, one_thread) -> str:
     summary = train(tiny_cfg("model=tcm", "run_test=false"))
     return summary["checkpoints"]["last"]

@@ -7,22 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from tempo.profile import profile_network
 from tests.conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def one_thread():
-    """Small CPU workloads: one intra-op thread is faster and stable on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def profile_cfg(*overrides: str):

@@ -22,14 +22,7 @@ from tempo.module import param_groups
 from tempo.profile import count_macs, num_params
 from tests.conftest import TINY, compose_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small CPU workloads: one intra-op thread is faster and stable on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_BACKBONE = partial(ResNet, depth=18, layers=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_width=16)
