@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,6 +36,7 @@ from torch import nn
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.blocks.tcm import TemporalCorrelationModule
 from tempo.models.tsm import TSM
+from tempo.models.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,11 @@ class TCM(TSM):
 
 def _network_state(path: str) -> dict[str, torch.Tensor]:
     """The network's tensors from a Lightning checkpoint (keys ``network.*``) or a plain state dict."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"model.network.init_checkpoint={path} is not a file; pass a tempo checkpoint "
-                                "such as outputs/<date>/<time>/checkpoints/best-epoch049.ckpt")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    if any(k.startswith("network.") for k in state):
-        state = {k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")}
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        return read_state_dict(path, "model.network.init_checkpoint", prefix="network.")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; pass a tempo checkpoint such as "
+                                "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt") from None
 
 
 def load_network_weights(model: nn.Module, path: str) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from tempo.models.blocks.temporal_shift import TemporalShift
+from tempo.models.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +174,10 @@ def _read_state_dict(source: str, depth: int) -> dict[str, torch.Tensor]:
             raise ValueError(f"no ImageNet weights known for ResNet-{depth}")
         return torch.hub.load_state_dict_from_url(IMAGENET_URLS[depth], map_location="cpu",
                                                   progress=True, weights_only=True)
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path} not found; use null, imagenet or a .pth path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    try:
+        return read_state_dict(source, "backbone.pretrained", prefix="backbone.")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; use null, imagenet or a .pth path") from None
 
 
 def load_pretrained(model: ResNet, source: str) -> None:
