@@ -198,9 +198,8 @@ class RecognitionModule(L.LightningModule):
         message = (f"LR {lr:.6g} = recipe {base_lr:g} × global batch {global_batch} / reference "
                    f"{self.reference_batch_size}" if self.reference_batch_size else
                    f"LR {lr:g} (no reference batch size: not scaled; global batch {global_batch})")
-        log.info(message)
         if self.trainer.is_global_zero:
-            print(message)
+            log.info(message)  # Hydra's job logging also prints it to the console
         groups = param_groups(self.network, weight_decay, self.bias_lr_mult, self.no_decay_norm_bias)
         for g in groups:
             g["lr"] = lr * g["lr_mult"]
