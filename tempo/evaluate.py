@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import hydra
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 from tempo.config import ConfigError, check_config
 from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
-from tempo.module import RecognitionModule, accuracy_metrics
+from tempo.module import RecognitionModule
 from tempo.train import build_module
 
 log = logging.getLogger(__name__)
@@ -68,34 +69,29 @@ def stride_loader(datamodule: VideoDataModule, clip_len: int, stride: int, batch
     return datamodule.val_dataloader()
 
 
-@torch.inference_mode()
-def accuracy(module: RecognitionModule, loader, device: torch.device) -> dict[str, float]:
-    metrics = accuracy_metrics(module.num_classes).to(device)
-    videos = excluded = 0
-    for batch in loader:
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        batch = module.on_after_batch_transfer(batch, 0)
-        logits = module(batch["video"])["logits"]
-        labels = batch["label"]
-        valid = batch.get("valid")
-        if valid is not None:
-            excluded += int((~valid).sum())
-            logits, labels = logits[valid], labels[valid]
-        if len(labels):
-            metrics.update(logits, labels)
-            videos += len(labels)
+ACCELERATORS = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "gpu": "gpu"}
+
+
+def accuracy(module: RecognitionModule, loader, accelerator: str) -> dict[str, float]:
+    """The module's validation metrics on `loader`, through Lightning's validation loop."""
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    metrics = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+    excluded = int(metrics["val/excluded"])
+    videos = len(loader.dataset) - excluded
     if not videos:
         raise RuntimeError("no readable validation video: nothing to evaluate")
-    return {**{k: float(v) for k, v in metrics.compute().items()}, "videos": videos, "excluded": excluded}
+    return {**{k: float(metrics[f"val/{k}"]) for k in ("top1", "top5", "mean_class")},
+            "videos": videos, "excluded": excluded}
 
 
 def tempo_robustness(module: RecognitionModule, datamodule: VideoDataModule, clip_len: int,
-                     strides: Sequence[int], device: torch.device, batch_size: int | None = None) -> list[dict]:
+                     strides: Sequence[int], accelerator: str = "auto", batch_size: int | None = None) -> list[dict]:
     """One row per stride: {"stride", "top1", "top5", "mean_class", "videos", "excluded"}."""
-    module.to(device)
     rows = []
     for stride in strides:
-        row = {"stride": stride, **accuracy(module, stride_loader(datamodule, clip_len, stride, batch_size), device)}
+        loader = stride_loader(datamodule, clip_len, stride, batch_size)
+        row = {"stride": stride, **accuracy(module, loader, accelerator)}
         log.info("stride %d: top1 %.4f", stride, row["top1"])
         rows.append(row)
     return rows
@@ -139,12 +135,6 @@ def print_curve(rows: list[dict], title: str) -> None:
     Console().print(table)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run(cfg: DictConfig) -> list[dict]:
     """Evaluate `cfg.ckpt_path` at every stride of `cfg.eval.tempo_strides`; writes CSV and PNG."""
     if not cfg.get("ckpt_path"):
@@ -156,8 +146,11 @@ def run(cfg: DictConfig) -> list[dict]:
     run_dir.mkdir(parents=True, exist_ok=True)
     module = load_module(cfg)
     datamodule = instantiate(cfg.dataset.datamodule, report_dir=str(run_dir))
+    device = str(cfg.eval.device)
+    if device not in ACCELERATORS:
+        raise ConfigError(f"eval.device must be one of {sorted(ACCELERATORS)}, got {device!r}")
     rows = tempo_robustness(module, datamodule, int(cfg.dataset.num_segments), strides,
-                            resolve_device(str(cfg.eval.device)), cfg.eval.get("batch_size"))
+                            ACCELERATORS[device], cfg.eval.get("batch_size"))
     title = f"tempo robustness: {cfg.model.network._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"
     print_curve(rows, title)
     csv_path = write_csv(rows, run_dir / "tempo_robustness.csv")
