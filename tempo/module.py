@@ -98,6 +98,15 @@ class RecognitionModule(L.LightningModule):
         self.lr_info: dict = {}
 
     # -- data ------------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Count decode failures and invalid samples on the host, so steps need no device sync."""
+        counts = {}
+        if "failures" in batch:
+            counts["num_failures"] = int(batch["failures"].sum())
+        if "valid" in batch:
+            counts["num_invalid"] = int((~batch["valid"]).sum())
+        return {**batch, **counts}
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         video = batch["video"]
         if video.dtype == torch.uint8:
@@ -117,19 +126,18 @@ class RecognitionModule(L.LightningModule):
             self.log(key, value, prog_bar=name == "loss", batch_size=bs, on_step=True, on_epoch=True)
         self.train_top1(outputs["logits"].detach(), batch["label"])
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=bs)
-        failures = int(batch["failures"].sum()) if "failures" in batch else 0
-        if failures:
-            self.decode_failures += failures
+        failures = batch.get("num_failures", 0)
+        self.decode_failures += failures
         self.log("train/decode_failures", float(failures), on_step=False, on_epoch=True,
                  reduce_fx="sum", batch_size=bs)
         return terms["loss"]
 
     def _valid(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        valid = batch.get("valid")
-        if valid is None or bool(valid.all()):
+        invalid = batch.get("num_invalid", 0)
+        if not invalid:
             return slice(None), batch["label"]
-        self.excluded[stage] += int((~valid).sum())
-        return valid, batch["label"][valid]
+        self.excluded[stage] += invalid
+        return batch["valid"], batch["label"][batch["valid"]]
 
     def _update(self, metrics: MetricCollection, scores: torch.Tensor, batch: dict, stage: str) -> None:
         keep, labels = self._valid(batch, stage)
