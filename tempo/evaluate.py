@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from tempo.config import ConfigError, check_config
 from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
+from tempo.models.weights import state_dict_mismatch
 from tempo.module import RecognitionModule
 from tempo.train import build_module
 
@@ -47,13 +48,10 @@ def load_module(cfg: DictConfig) -> RecognitionModule:
     module = build_module(cfg)
     checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict", checkpoint)
-    own = module.state_dict()
-    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
-    mismatch = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatch:
+    problem = state_dict_mismatch(module.state_dict(), state, unexpected_ok=False)
+    if problem:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not fit the configured network "
-                          f"({cfg.model.network._target_}): {len(missing)} missing keys {missing[:3]}, "
-                          f"{len(unexpected)} unexpected keys {unexpected[:3]}, shape mismatch {mismatch[:3]}. "
+                          f"({cfg.model.network._target_}): {problem}. "
                           "Pass the training run's model/backbone/dataset options (or its experiment=...).")
     module.load_state_dict(state)
     return module.eval()

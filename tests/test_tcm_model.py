@@ -16,8 +16,9 @@ from torch import nn
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.blocks.tcm import TemporalCorrelationModule
 from tempo.models.blocks.temporal_shift import TemporalShift
-from tempo.models.tcm import TCM, load_network_weights
+from tempo.models.tcm import TCM
 from tempo.models.tsm import TSM
+from tempo.models.weights import init_from_checkpoint
 from tempo.module import param_groups
 from tempo.profile import count_macs, num_params
 from tests.conftest import TINY, compose_config
@@ -181,7 +182,7 @@ def test_init_checkpoint_loads_all_but_fc(tmp_path):
             assert torch.equal(target.state_dict()[key], value), key
     assert target.fc.weight.shape == (7, 128)
     with pytest.raises(ValueError, match="missing"):
-        load_network_weights(tiny_tcm(positions=[2, 3]), str(path))
+        init_from_checkpoint(tiny_tcm(positions=[2, 3]), str(path))
     with pytest.raises(FileNotFoundError, match="init_checkpoint"):
         tiny_tcm(init_checkpoint=str(tmp_path / "nope.ckpt"))
 

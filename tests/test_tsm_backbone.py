@@ -139,7 +139,7 @@ def test_pretrained_imagenet_uses_torchvision_url_with_weights_only(monkeypatch)
 
 def test_pretrained_mismatch_and_missing_file_fail_clearly(tmp_path):
     torch.save(ResNet(depth=18).state_dict(), tmp_path / "r18.pth")
-    with pytest.raises(ValueError, match="do not fit ResNet-50"):
+    with pytest.raises(ValueError, match=r"does not fit this network: .*missing.*\(ResNet-50\)"):
         ResNet(depth=50, pretrained=str(tmp_path / "r18.pth"))
     with pytest.raises(FileNotFoundError, match="null, imagenet or a .pth path"):
         ResNet(depth=18, pretrained=str(tmp_path / "missing.pth"))

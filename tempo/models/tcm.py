@@ -30,13 +30,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-import torch
-from torch import nn
-
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.blocks.tcm import TemporalCorrelationModule
 from tempo.models.tsm import TSM
-from tempo.models.weights import read_state_dict
+from tempo.models.weights import init_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +82,7 @@ class TCM(TSM):
                 zero_init_last_bn=zero_init_last_bn)
             self.backbone.insert_after_stage(res - 1, block)
         if init_checkpoint:
-            load_network_weights(self, init_checkpoint)
+            init_from_checkpoint(self, init_checkpoint, hint="same backbone, positions and TCM options needed")
 
     def backbone_kwargs(self) -> dict:
         return super().backbone_kwargs() if self.temporal_shift else {}
@@ -98,28 +95,3 @@ class TCM(TSM):
 
     def extra_repr(self) -> str:
         return f"positions={self.positions}, temporal_shift={self.temporal_shift}"
-
-
-def _network_state(path: str) -> dict[str, torch.Tensor]:
-    """The network's tensors from a Lightning checkpoint (keys ``network.*``) or a plain state dict."""
-    try:
-        return read_state_dict(path, "model.network.init_checkpoint", prefix="network.")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}; pass a tempo checkpoint such as "
-                                "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt") from None
-
-
-def load_network_weights(model: nn.Module, path: str) -> None:
-    """Initialise every tensor of `model` but the classifier (``fc.*``) from `path`; fails on any gap.
-
-    The classifier is skipped because fine-tuning changes the number of classes (Kinetics → UCF/HMDB).
-    """
-    state = {k: v for k, v in _network_state(path).items() if not k.startswith("fc.")}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    missing = sorted(own.keys() - state.keys())
-    mismatch = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-    if missing or mismatch:
-        raise ValueError(f"model.network.init_checkpoint={path} does not fit this network: missing {missing[:5]}, "
-                         f"shape mismatch {mismatch[:5]} (same backbone, positions and TCM options needed)")
-    model.load_state_dict(state, strict=False)
-    log.info("initialised %d tensors (all but fc) from %s", len(own), path)

@@ -1,10 +1,15 @@
-"""Reading weight files safely (`weights_only=True`): plain state dicts and Lightning checkpoints."""
+"""Reading weight files safely (`weights_only=True`) and loading them only where they fit."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def read_state_dict(path: str | Path, what: str, prefix: str | None = None) -> dict[str, torch.Tensor]:
@@ -19,3 +24,45 @@ def read_state_dict(path: str | Path, what: str, prefix: str | None = None) -> d
     if prefix and any(k.startswith(prefix) for k in state):
         state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     return state
+
+
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                        unexpected_ok: bool = True) -> str | None:
+    """None when `state` fills every key of `own` with the right shape; else what is wrong."""
+    missing = sorted(own.keys() - state.keys())
+    unexpected = [] if unexpected_ok else sorted(state.keys() - own.keys())
+    mismatch = sorted(f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
+                      for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if not (missing or unexpected or mismatch):
+        return None
+    parts = [f"{len(missing)} missing keys {missing[:5]}" if missing else "",
+             f"{len(unexpected)} unexpected keys {unexpected[:5]}" if unexpected else "",
+             f"{len(mismatch)} shape mismatches {mismatch[:5]}" if mismatch else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def load_fitting(model: nn.Module, state: Mapping[str, torch.Tensor], what: str, hint: str = "",
+                 skip: Sequence[str] = (), unexpected_ok: bool = True) -> int:
+    """Load `state` into every key of `model` not starting with a `skip` prefix; a gap raises
+    ValueError naming `what` and the keys, so a wrong file never half-loads silently."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(skip))}
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(skip))}
+    problem = state_dict_mismatch(own, state, unexpected_ok)
+    if problem:
+        raise ValueError(f"{what} does not fit this network: {problem}" + (f" ({hint})" if hint else ""))
+    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    return len(own)
+
+
+def init_from_checkpoint(model: nn.Module, path: str, what: str = "model.network.init_checkpoint",
+                         skip: Sequence[str] = ("fc.",), hint: str = "same network options needed") -> None:
+    """Fine-tuning: initialise every tensor of `model` but the `skip` prefixes (the classifier, whose
+    size changes from Kinetics to UCF/HMDB) from a tempo checkpoint (keys ``network.*``) or a plain
+    state dict."""
+    try:
+        state = read_state_dict(path, what, prefix="network.")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; pass a tempo checkpoint such as "
+                                "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt") from None
+    count = load_fitting(model, state, f"{what}={path}", hint, skip)
+    log.info("initialised %d tensors (all but %s) from %s", count, ", ".join(skip) or "none", path)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tempo.models.blocks.temporal_shift import TemporalShift
-from tempo.models.weights import read_state_dict
+from tempo.models.weights import load_fitting, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +186,6 @@ def load_pretrained(model: ResNet, source: str) -> None:
     Fails with the list of mismatched keys, so a wrong file never half-loads silently.
     """
     state = {k: v for k, v in _read_state_dict(source, model.depth).items() if not k.startswith("fc.")}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("after_stage.")}
-    missing = sorted(set(own) - set(state))
-    shape_mismatch = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or shape_mismatch:
-        raise ValueError(f"pretrained weights {source} do not fit ResNet-{model.depth}: "
-                         f"missing {missing[:5]}, shape mismatch {shape_mismatch[:5]}")
-    model.load_state_dict(state, strict=False)
-    log.info("loaded %d pretrained tensors from %s", len(own), source)
+    count = load_fitting(model, state, f"pretrained weights {source}", f"ResNet-{model.depth}",
+                         skip=("after_stage.",))
+    log.info("loaded %d pretrained tensors from %s", count, source)
