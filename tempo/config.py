@@ -47,7 +47,16 @@ def _check_segments(cfg: DictConfig) -> None:
 
 
 def _check_schedule(cfg: DictConfig) -> None:
-    factor = (cfg.get("schedule") or {}).get("factor") or {}
+    schedule = cfg.get("schedule") or {}
+    factor = schedule.get("factor") or {}
+    if schedule.get("interval", "epoch") not in ("epoch", "step"):
+        raise ConfigError(f"schedule.interval must be 'epoch' or 'step', got {schedule.interval!r}")
+    start = schedule.get("warmup_start_factor", 0.1)
+    if not 0 < start <= 1:
+        raise ConfigError(f"schedule.warmup_start_factor must be in (0, 1] (the warm-up's first LR is "
+                          f"that × the LR), got {start}")
+    if schedule.get("warmup_epochs", 0) < 0:
+        raise ConfigError(f"schedule.warmup_epochs must be ≥ 0, got {schedule.warmup_epochs}")
     max_epochs = cfg.trainer.get("max_epochs")
     milestones = factor.get("milestones")
     if milestones is not None and list(milestones) != sorted(milestones):

@@ -11,7 +11,6 @@ multi-view test batches (B, V, C, T, H, W) are run in chunks of views and averag
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -22,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tempo.losses import CrossEntropy
 from tempo.metrics import BranchAccuracy, accuracy_metrics
-from tempo.schedules import build_scheduler
+from tempo.schedules import build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +210,6 @@ class RecognitionModule(L.LightningModule):
         batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
         return int(batch or 1) * trainer.world_size * trainer.accumulate_grad_batches
 
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps per epoch (for per-step schedules); 1 if unknown (iterable data)."""
-        _ = self.trainer.estimated_stepping_batches  # makes Lightning size the train loader
-        batches = self.trainer.num_training_batches
-        if not math.isfinite(batches):
-            return 1
-        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
-
     def configure_optimizers(self):
         probe = self.optimizer_factory(params=[nn.Parameter(torch.zeros(1))])
         base_lr = probe.defaults["lr"]
@@ -240,6 +231,10 @@ class RecognitionModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=groups, lr=lr)
         if not self.schedule:
             return optimizer
-        steps_per_epoch = self.steps_per_epoch()
-        scheduler = build_scheduler(optimizer, steps_per_epoch=steps_per_epoch, **self.schedule)
+        factor, interval = self.schedule["factor"], self.schedule.get("interval", "epoch")
+        start_factor = self.schedule.get("warmup_start_factor", 0.1)
+        span = run_span(self.trainer, interval, self.schedule.get("warmup_epochs", 0.0))
+        if self.trainer.is_global_zero:
+            log.info(describe(factor, span, interval, start_factor))
+        scheduler = build_scheduler(optimizer, factor, span, start_factor, interval)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
