@@ -12,29 +12,37 @@ class ConfigError(ValueError):
     pass
 
 
-# dataset keys the real-dataset configs leave null for the user: what to pass, an example
-REQUIRED = {
-    "root": ("the folder holding the {name} videos", "/data/{name}"),
-    "annotations": ("the folder holding the {name} annotation files", "/data/{name}/annotations"),
-    "num_classes": ("the number of classes", "10"),
-}
+# the dataset folders the real-dataset configs leave null for the user: what they hold, an example
+DATASET_PATHS = {"root": ("videos", "/data/{name}"), "annotations": ("annotation files", "/data/{name}/annotations")}
+
+
+def dataset_path_problem(dataset: str | None, key: str, value) -> str | None:
+    """What is wrong with `dataset.<key>` (root or annotations), with the fix; None if fine.
+    The one copy of this check: train (start-up), the data module and `tempo.prepare` use it."""
+    what, example = DATASET_PATHS[key]
+    hint = (f"pass the folder holding the {dataset or 'dataset'} {what} "
+            f"(e.g. `dataset.{key}={example.format(name=dataset or '<name>')}`)")
+    if value is None:
+        return f"dataset.{key} is not set; {hint}"
+    if not Path(str(value)).expanduser().exists():
+        return f"dataset.{key}={value} does not exist; {hint}"
+    return None
 
 
 def _check_required(cfg: DictConfig) -> None:
-    for key, (what, example) in REQUIRED.items():
+    for key in DATASET_PATHS:
         if key in cfg.dataset and cfg.dataset[key] is None:
-            name = cfg.dataset.name
-            raise ConfigError(f"dataset.{key} is not set; pass {what.format(name=name)} "
-                              f"(e.g. `dataset.{key}={example.format(name=name)}`)")
+            raise ConfigError(dataset_path_problem(cfg.dataset.name, key, None))
+    if "num_classes" in cfg.dataset and cfg.dataset.num_classes is None:
+        raise ConfigError("dataset.num_classes is not set; pass the number of classes (e.g. `dataset.num_classes=10`)")
 
 
 def _check_paths(cfg: DictConfig) -> None:
-    for key in ("root", "annotations"):
+    for key in DATASET_PATHS:
         value = cfg.dataset.get(key)
-        if value is not None and not Path(str(value)).expanduser().exists():
-            raise ConfigError(f"dataset.{key}={value} does not exist; pass the folder holding the "
-                              f"{cfg.dataset.name} {'videos' if key == 'root' else 'annotation files'} "
-                              f"(e.g. `dataset.{key}=/data/{cfg.dataset.name}`)")
+        problem = dataset_path_problem(cfg.dataset.name, key, value) if value is not None else None
+        if problem:
+            raise ConfigError(problem)
 
 
 def _check_segments(cfg: DictConfig) -> None:

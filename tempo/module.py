@@ -30,6 +30,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights became non-finite; `details` goes to summary.json."""
+
+    def __init__(self, message: str, details: dict):
+        super().__init__(message)
+        self.details = details
+
+
+def check_finite_weights(module: nn.Module, step: int, epoch: int) -> None:
+    """Raise before non-finite weights are evaluated or saved (one device sync)."""
+    params = [p.detach() for p in module.parameters()]
+    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+        bad = [name for name, p in module.named_parameters() if not p.detach().isfinite().all()]
+        raise TrainingDiverged(
+            f"the weights became non-finite by step {step} (epoch {epoch}; {len(bad)} tensors, e.g. {bad[:3]}); "
+            "nothing was saved from this state. Lower optimizer.lr or set trainer.gradient_clip_val.",
+            {"reason": "non-finite weights", "step": step, "epoch": epoch, "tensors": bad[:20]})
+
+
 def param_groups(model: nn.Module, weight_decay: float, bias_lr_mult: float = 1.0,
                  no_decay_norm_bias: bool = True) -> list[dict]:
     """Weights of conv/linear layers decay; norm parameters and biases do not.
@@ -128,12 +147,40 @@ class RecognitionModule(L.LightningModule):
         if failures:  # host count: the device sees an update only when a video failed
             self.train_failures.update(float(failures))
         self.log("train/decode_failures", self.train_failures, on_step=False, on_epoch=True, batch_size=bs)
+        self._stop_if_non_finite(terms, batch)
         return terms["loss"]
+
+    def _stop_if_non_finite(self, terms: dict, batch: dict) -> None:
+        """Stop at the first non-finite loss, before its update: what was saved stays finite."""
+        bad = not bool(torch.isfinite(terms["loss"].detach()))  # the progress bar syncs the loss anyway
+        if self.trainer.world_size > 1:  # every process must stop together
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        indices = [int(i) for i in batch["index"].tolist()] if "index" in batch else []
+        paths = self._train_paths(indices)
+        step, epoch = self.trainer.global_step, self.trainer.current_epoch + 1
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
+        raise TrainingDiverged(
+            f"non-finite loss at step {step} (epoch {epoch}): {shown}. Batch (dataset indices on this "
+            f"process): {indices}" + (f", videos: {paths}" if paths else "") + ". Nothing was saved from "
+            "this state; the checkpoints on disk are from the last finite epoch. Lower optimizer.lr "
+            "(or module.reference_batch_size scaling) or set trainer.gradient_clip_val.",
+            {"reason": "non-finite loss", "step": step, "epoch": epoch, "loss_terms": values,
+             "indices": indices, "videos": paths})
+
+    def _train_paths(self, indices: list[int]) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "datasets", {}).get("train") if datamodule is not None else None
+        records = getattr(dataset, "records", None)
+        return [str(records[i].path) for i in indices if i < len(records)] if records else []
 
     def on_train_epoch_start(self) -> None:
         self.train_failures.update(0.0)  # computed every epoch, also when nothing failed
 
     def on_train_epoch_end(self) -> None:
+        check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)  # before saving
         # callbacks read the metric first (it is computed once, on every process)
         value = self.trainer.callback_metrics.get("train/decode_failures")
         self.decode_failures += int(round(float(value))) if value is not None else 0
@@ -174,6 +221,8 @@ class RecognitionModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.excluded_counts["val"].update(0.0)
+        if self.trainer.state.fn == "fit":  # not when evaluating a saved model
+            check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

@@ -178,6 +178,7 @@ class VideoDataModule(L.LightningDataModule):
         self._records: dict[str, list[VideoRecord]] = {}
         self.probed: dict[str, int] = {}  # per subset: videos probed for frame counts (0 = all cached)
         self.broken: dict[str, str] = {}  # path → error of videos whose frames could not be counted
+        self.dropped: dict[str, int] = {}  # per subset: missing videos dropped (allow_missing=true)
         if isinstance(test_sampler, ConsecutiveSampler) and self.test_batch_size != 1:
             raise ValueError(
                 "consecutive-window testing gives each video its own number of views, which cannot "
@@ -198,11 +199,12 @@ class VideoDataModule(L.LightningDataModule):
 
     def _check_reader_paths(self) -> None:
         """A reader bound with root/annotations = None (config defaults) cannot read anything."""
+        from tempo.config import dataset_path_problem
+
         keywords = getattr(self.reader, "keywords", None) or {}
         for key in ("root", "annotations"):
             if key in keywords and keywords[key] is None:
-                raise ValueError(f"dataset.{key} is not set; pass the folder holding the "
-                                 f"{'videos' if key == 'root' else 'annotation files'} (`dataset.{key}=/path`)")
+                raise ValueError(dataset_path_problem(None, key, None))
 
     def _load_records(self, subset: str) -> list[VideoRecord]:
         self._check_reader_paths()
@@ -217,6 +219,7 @@ class VideoDataModule(L.LightningDataModule):
         check_labels(parsed.records, self.num_classes, f"{subset} annotations")
         check_labelled(parsed.records, subset)
         records = apply_missing_policy(parsed.records, subset, self.allow_missing, self.report_dir)
+        self.dropped[subset] = len(parsed.records) - len(records)
         self._check_backend(records)
         if self.manifest and records:
             records = self._count_frames(records, subset)
