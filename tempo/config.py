@@ -76,9 +76,14 @@ def _check_schedule(cfg: DictConfig) -> None:
 
 
 def _check_accelerator(cfg: DictConfig) -> None:
-    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer asks for a GPU but CUDA is not available here; use trainer=cpu "
-                          "(or trainer.accelerator=auto)")
+    trainer = cfg.trainer
+    if trainer.get("accelerator") not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if str(trainer.get("strategy", "auto")).startswith("ddp") or trainer.get("devices") not in (1, "1", None):
+        raise ConfigError("trainer asks for GPUs (accelerator=gpu) but CUDA is not available here; for several "
+                          "processes on CPUs use trainer=ddp_cpu (e.g. `trainer=ddp_cpu trainer.devices=2`), "
+                          "for one use trainer=cpu")
+    raise ConfigError("trainer asks for a GPU (accelerator=gpu) but CUDA is not available here; use trainer=cpu")
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from tempo.data.dataset import VideoDataset
@@ -276,13 +277,23 @@ class VideoDataModule(L.LightningDataModule):
                 self.datasets[subset] = self._dataset(subset)
 
     # -- loaders -------------------------------------------------------------------
+    def _eval_sampler(self, dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, each process evaluates its own share of the videos, every video exactly once
+        (Lightning's DistributedSampler would pad with repeats so shares are equal)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                            shuffle=False)
+
     def _loader(self, subset: str, batch_size: int, shuffle: bool) -> DataLoader:
         extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor and self.num_workers else {}
         dataset = self.datasets[subset]
+        sampler = None if shuffle else self._eval_sampler(dataset)
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) > batch_size,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers, **extra,
+            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+            drop_last=shuffle and len(dataset) > batch_size, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, **extra,
         )
 
     def train_dataloader(self) -> DataLoader:
