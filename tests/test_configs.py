@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, StepLR
 
+from tempo.callbacks import EpochRichProgressBar, EpochTQDMProgressBar, RunCheckpoint
 from tempo.data.transforms import Compose
 from tempo.train import build_callbacks, build_loggers, build_module
 from tests.conftest import CONF_DIR, TINY, compose_config
@@ -109,7 +110,9 @@ def test_every_trainer_instantiates(trainer, tmp_path):
 def test_every_callbacks_option_instantiates(callbacks, tmp_path):
     cfg = compose_config([f"callbacks={callbacks}"], tmp_path)
     built = build_callbacks(cfg, has_logger=True)
-    assert any(type(c).__name__ == "ModelCheckpoint" for c in built)
+    checkpoints = [c for c in built if isinstance(c, RunCheckpoint)]
+    assert len(checkpoints) == 1 and checkpoints[0].save_last and checkpoints[0].monitor == cfg.optimized_metric
+    assert any(isinstance(c, (EpochRichProgressBar, EpochTQDMProgressBar)) for c in built)
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
