@@ -191,31 +191,37 @@ class SaliencyResampler(nn.Module):
     """Learning-to-zoom resampler (spec B.2 steps 8–9): saliency (N, 1, G, G) → sampling grid → frames.
 
     Each grid point samples the saliency-weighted mean position of its neighbourhood (a fixed, unnormalised
-    Gaussian of ``fwhm`` over a (2·pad+1)² window, replicate padding), so salient areas get more samples and
-    are magnified. The coordinate and kernel tensors are buffers [D12]; ``padding_mode`` of ``grid_sample``
-    is [D13]."""
+    Gaussian k of ``fwhm`` over a (2·pad+1)² window, replicate padding), so salient areas get more samples and
+    are magnified: ``g = 2·conv(Qp·P, k) / conv(Qp, k) − 1``. Since P is linear, ``conv(Qp·P, k)`` is evaluated
+    as ``P_centre·conv(Qp, k) + conv(Qp, k·offset)``: the same numbers and cost, but float32 keeps the identity
+    exact to ~1e-7 instead of ~1e-4 (no large, nearly cancelling sums). The coordinate and kernel tensors are
+    buffers [D12]; ``padding_mode`` of ``grid_sample`` is [D13]."""
 
     def __init__(self, grid_size: int = 31, pad: int = 30, fwhm: float = 13.0, padding_mode: str = "border"):
         super().__init__()
         if padding_mode not in ("border", "zeros", "reflection"):
             raise ValueError(f"attention.zoom.padding_mode must be border, zeros or reflection, got {padding_mode!r}")
+        if grid_size < 2 or pad < 0 or fwhm <= 0:
+            raise ValueError("attention.zoom: grid_size ≥ 2, pad ≥ 0 and fwhm > 0 needed")
         self.grid_size, self.pad, self.padding_mode = grid_size, pad, padding_mode
-        size = grid_size + 2 * pad
-        coords = (torch.arange(size, dtype=torch.float32) - pad) / (grid_size - 1)
-        self.register_buffer("coord_x", coords.view(1, -1).expand(size, size).clone(), persistent=False)
-        self.register_buffer("coord_y", coords.view(-1, 1).expand(size, size).clone(), persistent=False)
-        offsets = torch.arange(2 * pad + 1, dtype=torch.float32) - pad
-        sq = offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2
-        kernel = torch.exp(-4 * math.log(2) * sq / fwhm**2)
-        self.register_buffer("kernel", kernel.expand(3, 1, -1, -1).clone(), persistent=False)
+        # P at the window centres, (x, y) in [0, 1]: the identity grid before the 2·… − 1
+        # float64 buffers, cast to the input's dtype when used: a float64 run is exact to ~1e-15
+        centres = torch.arange(grid_size, dtype=torch.float64) / (grid_size - 1)
+        self.register_buffer("centres", torch.stack([centres.view(1, -1).expand(grid_size, -1),
+                                                     centres.view(-1, 1).expand(-1, grid_size)]), persistent=False)
+        offsets = torch.arange(2 * pad + 1, dtype=torch.float64) - pad
+        kernel = torch.exp(-4 * math.log(2) * (offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2) / fwhm**2)
+        step = offsets / (grid_size - 1)  # P(window position) − P(centre)
+        kernels = [kernel, kernel * step.view(1, -1), kernel * step.view(-1, 1)]  # den, x, y
+        self.register_buffer("kernel", torch.stack(kernels).unsqueeze(1), persistent=False)
 
     def grid(self, saliency: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(N, 1, G, G) saliency → (N, H, W, 2) ``grid_sample`` grid (x, y) in [−1, 1]."""
         padded = F.pad(saliency, (self.pad,) * 4, mode="replicate")
-        stacked = torch.cat([padded, padded * self.coord_x, padded * self.coord_y], dim=1)
-        den, nx, ny = F.conv2d(stacked, self.kernel.to(stacked.dtype), groups=3).unbind(1)
-        gx = (2 * nx / den - 1).clamp(-1, 1)
-        gy = (2 * ny / den - 1).clamp(-1, 1)
+        den, nx, ny = F.conv2d(padded, self.kernel.to(padded.dtype)).unbind(1)
+        centres = self.centres.to(padded.dtype)
+        gx = (2 * (centres[0] + nx / den) - 1).clamp(-1, 1)
+        gy = (2 * (centres[1] + ny / den) - 1).clamp(-1, 1)
         grid = F.interpolate(torch.stack([gx, gy], 1), size=size, mode="bilinear", align_corners=True)
         return grid.permute(0, 2, 3, 1)
 
