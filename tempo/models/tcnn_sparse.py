@@ -45,7 +45,8 @@ class TCNNSparse(nn.Module):
 
     ``branches`` O | OD | OC | CD | OCD (Table 4); ``branch_heads`` [D14] ``shared`` (one FC for every
     branch, the default) or ``separate`` (``fc`` for O and the CRMs, ``branch_fc.discriminative`` /
-    ``branch_fc.complementary`` for D and C); ``init_checkpoint`` [D16]: a T-CNN (or sparse model)
+    ``branch_fc.complementary`` for D and C, initialised as copies of ``fc``; with C+D, ``fc`` is frozen:
+    only the CRMs read it); ``init_checkpoint`` [D16]: a T-CNN (or sparse model)
     checkpoint for the backbone and, with ``init_classifier`` (default), its classifier — the CRMs need a
     trained classifier."""
 
@@ -69,7 +70,13 @@ class TCNNSparse(nn.Module):
                                        if branch_heads == "separate" else {})
         for head in self.branch_fc.values():
             head.load_state_dict(self.fc.state_dict())
+        if branch_heads == "separate" and "O" not in self.branches:
+            # C+D with own heads: fc only supplies the CRMs (no loss reaches it); it stays as initialised
+            self.fc.requires_grad_(False)
         self.attention = (attention or SparseSpatialAttention()) if zoomed else None
+        if self.attention is not None:  # the width of an inactive set is never used: keep it out of training
+            self.attention.saliency.beta1.requires_grad_("D" in self.branches)
+            self.attention.saliency.beta2.requires_grad_("C" in self.branches)
         self.fc_fuse = nn.Linear(channels * len(self.branches), num_classes) if len(self.branches) > 1 else None
         if init_checkpoint:
             self.init_from(init_checkpoint, init_classifier)
@@ -96,8 +103,8 @@ class TCNNSparse(nn.Module):
         pooled = {"original": pooled_o} if "O" in self.branches else {}
         attention = None
         if self.attention is not None:
-            attention = self.attention(video, features, self.fc.weight, self.fc.bias)
-            zoomed = [BRANCH_NAMES[b] for b in self.branches if b != "O"]
+            zoomed = tuple(BRANCH_NAMES[b] for b in self.branches if b != "O")
+            attention = self.attention(video, features, self.fc.weight, self.fc.bias, outputs=zoomed)
             clips = torch.cat([attention[name] for name in zoomed])
             for name, feats in zip(zoomed, self.pooled(clips)[0].chunk(len(zoomed)), strict=True):
                 pooled[name] = feats
@@ -112,8 +119,10 @@ class TCNNSparse(nn.Module):
         return self.forward_with_attention(video)[0]
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names to keep out of weight decay [D10]: the Gaussian widths β1, β2."""
-        return {f"attention.saliency.{n}" for n in ("beta1", "beta2")} if self.attention is not None else set()
+        """Parameter names to keep out of weight decay [D10]: the Gaussian widths β1, β2 in training."""
+        if self.attention is None:
+            return set()
+        return {f"attention.saliency.{n}" for n, p in self.attention.saliency.named_parameters() if p.requires_grad}
 
     def extra_repr(self) -> str:
         return f"branches={self.branches}, branch_heads={self.branch_heads}"

@@ -23,6 +23,7 @@ from torch import nn
 
 EVAL_SPLITS = ("fixed", "extreme", "random")
 ENTROPY_MODES = ("raw", "normalized")
+SETS = ("discriminative", "complementary")
 
 
 def class_response_maps(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -250,18 +251,24 @@ class SparseSpatialAttention(nn.Module):
                              f"{self.zoom.grid_size} must be equal (one saliency grid)")
 
     def forward(self, video: torch.Tensor, features: torch.Tensor, weight: torch.Tensor,
-                bias: torch.Tensor | None = None) -> dict:
+                bias: torch.Tensor | None = None, outputs: tuple[str, ...] = SETS) -> dict:
+        """``outputs``: which zoomed clips to build (the sets of the active branches)."""
         b, c, t, h, w = video.shape
         if features.shape[0] != b or features.shape[2] != t:
             raise ValueError(f"sparse attention needs one feature map per input frame: video {tuple(video.shape)}, "
                              f"features {tuple(features.shape)} (no temporal down-sampling in the backbone)")
+        if not outputs or set(outputs) - set(SETS):
+            raise ValueError(f"outputs must be a non-empty subset of {SETS}, got {outputs}")
         peaks = self.peaks(features, weight, bias)
         dis_mask, com_mask = self.split(peaks["scores"], peaks["mask"])
         q_dis, q_com = self.saliency(peaks["coords"], peaks["scores"], dis_mask, com_mask, self.peaks.grid_size)
+        saliency = {"discriminative": q_dis, "complementary": q_com}
         frames = video.transpose(1, 2).reshape(b * t, c, h, w)
-        # both saliency sets in one resampling call: (2N, …)
-        zoomed = self.zoom(frames.repeat(2, 1, 1, 1), torch.cat([q_dis, q_com]).to(frames.dtype))
-        v_dis, v_com = (z.view(b, t, c, h, w).transpose(1, 2) for z in zoomed.chunk(2))
-        return {"discriminative": v_dis, "complementary": v_com, "coords": peaks["coords"].view(b, t, -1, 2),
-                "scores": peaks["scores"].view(b, t, -1), "discriminative_mask": dis_mask.view(b, t, -1),
-                "complementary_mask": com_mask.view(b, t, -1), "response": peaks["map"].view(b, t, *peaks["map"].shape[1:])}
+        # every requested set in one resampling call: (len(outputs)·N, …)
+        zoomed = self.zoom(frames.repeat(len(outputs), 1, 1, 1),
+                           torch.cat([saliency[name] for name in outputs]).to(frames.dtype))
+        clips = {name: z.view(b, t, c, h, w).transpose(1, 2) for name, z in zip(outputs, zoomed.chunk(len(outputs)),
+                                                                                strict=True)}
+        return {**clips, "coords": peaks["coords"].view(b, t, -1, 2), "scores": peaks["scores"].view(b, t, -1),
+                "discriminative_mask": dis_mask.view(b, t, -1), "complementary_mask": com_mask.view(b, t, -1),
+                "response": peaks["map"].view(b, t, *peaks["map"].shape[1:])}
