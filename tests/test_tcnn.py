@@ -17,6 +17,9 @@ from tempo.models.tcnn import STAGE_ROWS, TCNN, SeparableRow, Stem, TCNNBackbone
 from tempo.train import build_module
 from tests.conftest import TINY
 
+# tiny CPU models: one intra-op thread is far faster on the shared, busy machine
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTHS = [4, 8, 8, 8, 12, 12, 16]
 TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + ["backbone=tcnn_tiny", "dataset.num_segments=8"]

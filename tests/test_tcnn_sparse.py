@@ -27,6 +27,9 @@ from tempo.train import run as train
 from tempo.visualize import GAP
 from tests.conftest import CONF_DIR, TINY, compose_config
 
+# tiny CPU models: one intra-op thread is far faster on the shared, busy machine
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTHS = [4, 8, 8, 8, 12, 12, 16]
 TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + ["backbone=tcnn_tiny", "dataset.num_segments=8"]
@@ -199,7 +202,8 @@ def test_every_config_option_builds_and_runs(tiny_cfg, overrides):
     assert isinstance(net, TCNNSparse)
     if net.attention is not None:
         assert isinstance(net.attention, SparseSpatialAttention)
-        assert net.attention.zoom.grid_size == net.attention.peaks.grid_size == cfg.model.network.attention.peaks.grid_size
+        grid = cfg.model.network.attention.peaks.grid_size
+        assert net.attention.zoom.grid_size == net.attention.peaks.grid_size == grid
     with torch.no_grad():
         out = net(torch.randn(2, 3, 8, 28, 28))
     assert out["logits"].shape == (2, 8) and torch.isfinite(out["logits"]).all()
