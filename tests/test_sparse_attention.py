@@ -120,6 +120,20 @@ def test_zoom_with_uniform_saliency_is_the_identity():
     assert (zoom(frames, torch.full((2, 1, G, G), 0.09)) - frames).abs().max().item() < 1e-4
 
 
+def test_zoom_grid_stays_float32_under_autocast():
+    saliency = SparseSaliency()(torch.tensor([[[15, 15]]]), torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool),
+                                torch.zeros(1, 1, dtype=torch.bool), G)[0].detach()
+    zoom = SaliencyResampler()
+    reference = zoom.grid(saliency, (64, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grid = zoom.grid(saliency.bfloat16(), (64, 64))
+        frames = zoom(torch.rand(1, 3, 64, 64).bfloat16(), saliency.bfloat16())
+    assert grid.dtype == torch.float32 and frames.dtype == torch.bfloat16
+    # the bf16 saliency input is rounded (~0.4 %), the grid arithmetic is not
+    assert (grid - reference).abs().max().item() < 2e-3
+    assert (zoom.grid(torch.full((1, 1, G, G), 0.09).bfloat16(), (64, 64)) - identity_grid(64)).abs().max() < 1e-5
+
+
 def test_zoom_buffers_are_fixed():
     zoom = SaliencyResampler()
     assert not list(zoom.parameters())

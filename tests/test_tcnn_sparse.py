@@ -315,7 +315,8 @@ def _cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_trains_the_sparse_model_and_logs_every_loss_term(tmp_path, synthetic_cache):
     run_dir = tmp_path / "run"
-    res = _cli(["model=tcnn_sparse", *TCNN_TINY, "trainer.max_steps=2", "logger=csv",
+    res = _cli(["model=tcnn_sparse", *TCNN_TINY, "trainer.max_steps=2", "logger=csv", "trainer.limit_val_batches=1",
+                "trainer.limit_test_batches=1",
                 f"paths.cache_dir={synthetic_cache}", f"hydra.run.dir={run_dir}"])
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())

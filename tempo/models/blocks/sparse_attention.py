@@ -217,7 +217,13 @@ class SaliencyResampler(nn.Module):
         self.register_buffer("kernel", torch.stack(kernels).unsqueeze(1), persistent=False)
 
     def grid(self, saliency: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(N, 1, G, G) saliency → (N, H, W, 2) ``grid_sample`` grid (x, y) in [−1, 1]."""
+        """(N, 1, G, G) saliency → (N, H, W, 2) ``grid_sample`` grid (x, y) in [−1, 1].
+
+        At least float32 and outside autocast: a bf16 grid would be off by ~1e-2 (a few pixels)."""
+        with torch.autocast(saliency.device.type, enabled=False):
+            return self._grid(saliency.float() if saliency.dtype != torch.float64 else saliency, size)
+
+    def _grid(self, saliency: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         padded = F.pad(saliency, (self.pad,) * 4, mode="replicate")
         den, nx, ny = F.conv2d(padded, self.kernel.to(padded.dtype)).unbind(1)
         centres = self.centres.to(padded.dtype)
@@ -229,8 +235,10 @@ class SaliencyResampler(nn.Module):
     def forward(self, frames: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
         """Resample frames (N, C, H, W) by their saliency maps (N, 1, G, G)."""
         grid = self.grid(saliency, frames.shape[-2:])
-        return F.grid_sample(frames, grid.to(frames.dtype), mode="bilinear", padding_mode=self.padding_mode,
-                             align_corners=True)
+        # grid_sample wants one dtype: float32 at least (under autocast the frames may be bf16)
+        dtype = torch.promote_types(frames.dtype, grid.dtype)
+        return F.grid_sample(frames.to(dtype), grid.to(dtype), mode="bilinear", padding_mode=self.padding_mode,
+                             align_corners=True).to(frames.dtype)
 
 
 class SparseSpatialAttention(nn.Module):
