@@ -2,6 +2,7 @@
 size (on the meta device: no memory, no compute), dilation positions, residual switch, gradients, configs,
 checkpoint initialisation and a tiny training run through the CLI."""
 
+import functools
 import json
 import os
 import subprocess
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
+from tempo.models.backbones.resnet import ResNet
 from tempo.models.tcnn import STAGE_ROWS, TCNN, SeparableRow, Stem, TCNNBackbone
 from tempo.train import build_module
 from tests.conftest import TINY
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTHS = [4, 8, 8, 8, 12, 12, 16]
-TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + ["backbone=tcnn_tiny", "dataset.num_segments=8"]
+TINY_BACKBONE = "backbone@model.network.backbone=tcnn_tiny"  # the T-CNN models' own backbone entry
+TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + [TINY_BACKBONE, "dataset.num_segments=8"]
 # spec A.1: (stage, row within the stage, 1-based, counting the stage's first row) → temporal dilation
 PAPER_DILATIONS = {(4, 4): 4, (4, 6): 4, (4, 8): 4, (5, 1): 4, (5, 5): 2, (5, 7): 4, (6, 4): 2, (6, 6): 2, (7, 4): 2}
 
@@ -126,15 +128,17 @@ def test_bad_widths_and_backbone_fail_clearly():
         TCNNBackbone([32, 64])
     with pytest.raises(ValueError, match="backbone.stage_strides"):
         TCNNBackbone(TINY_WIDTHS, stage_strides=[2, 2, 1, 2, 1, 3, 1])
-    with pytest.raises(ValueError, match="backbone=tcnn"):
+    with pytest.raises(ValueError, match="must be a T-CNN backbone.*backbone@model.network.backbone=tcnn"):
         TCNN(3, backbone=lambda: torch.nn.Identity())
+    with pytest.raises(ValueError, match="got ResNet"):
+        TCNN(3, backbone=functools.partial(ResNet, depth=18))
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         TCNNBackbone(TINY_WIDTHS)(torch.randn(1, 4, 8, 32, 32))
 
 
 @pytest.mark.parametrize("backbone", ["tcnn", "tcnn_tiny"])
 def test_config_builds_the_model(tiny_cfg, backbone):
-    cfg = tiny_cfg("model=tcnn", f"backbone={backbone}")
+    cfg = tiny_cfg("model=tcnn", f"backbone@model.network.backbone={backbone}")
     module = build_module(cfg)
     assert isinstance(module.network, TCNN) and module.network.fc.out_features == cfg.dataset.num_classes
     expected = TINY_WIDTHS if backbone == "tcnn_tiny" else [32, 64, 96, 160, 224, 288, 512]
@@ -142,9 +146,25 @@ def test_config_builds_the_model(tiny_cfg, backbone):
     assert module.network.dropout.p == 0.5
 
 
-def test_config_with_a_resnet_backbone_says_what_to_pass(tiny_cfg):
-    with pytest.raises(Exception, match="need backbone=tcnn .* got ResNet"):
-        instantiate(tiny_cfg("model=tcnn").model.network)
+def test_the_paper_backbone_is_the_default_whatever_the_top_level_backbone(tiny_cfg):
+    cfg = tiny_cfg("model=tcnn", "backbone=resnet18")
+    assert cfg.model.network.backbone.widths == [32, 64, 96, 160, 224, 288, 512]
+    assert list(cfg.model.network.backbone.stage_strides) == [2, 2, 1, 2, 1, 2, 1]
+    net = build_module(tiny_cfg("model=tcnn", "model.network.backbone.residual=false")).network
+    assert not net.backbone.residual
+
+
+def test_backbone_pretrained_loads_every_row(tmp_path):
+    source = TCNN(7, TCNNBackbone(TINY_WIDTHS))
+    files = {"ckpt": {"state_dict": {f"network.{k}": v for k, v in source.state_dict().items()}},
+             "network": source.state_dict(), "backbone": source.backbone.state_dict()}
+    for name, state in files.items():
+        torch.save(state, tmp_path / f"{name}.pth")
+        loaded = TCNNBackbone(TINY_WIDTHS, pretrained=str(tmp_path / f"{name}.pth"))
+        for key, value in source.backbone.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), (name, key)
+    with pytest.raises(ValueError, match="backbone.pretrained"):
+        TCNNBackbone([4, 8, 8, 8, 12, 12, 24], pretrained=str(tmp_path / "backbone.pth"))
 
 
 def test_init_checkpoint_loads_all_but_the_classifier(tmp_path):

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTHS = [4, 8, 8, 8, 12, 12, 16]
-TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + ["backbone=tcnn_tiny", "dataset.num_segments=8"]
+TINY_BACKBONE = "backbone@model.network.backbone=tcnn_tiny"  # the T-CNN models' own backbone entry
+TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + [TINY_BACKBONE, "dataset.num_segments=8"]
 BRANCH_SETS = {"O": 1, "OD": 3, "OC": 3, "CD": 3, "OCD": 4}  # CE terms of Eq. 8
 NAMES = {"O": "original", "D": "discriminative", "C": "complementary"}
 
@@ -44,7 +45,7 @@ def tiny_model(branches: str = "OCD", heads: str = "shared", num_classes: int = 
 
 def paper_loss() -> MultiTermLoss:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["model=tcnn_sparse", "backbone=tcnn"])
+        cfg = compose("train", overrides=["model=tcnn_sparse"])
     return instantiate(cfg.model.loss)
 
 
@@ -190,13 +191,13 @@ OPTION_OVERRIDES = [
     ["model.network.attention.split.warmup_all_peaks_iters=10"],
     ["model.network.attention.peaks.entropy=normalized", "model.network.attention.peaks.delta=0.124"],
     ["model.network.attention.zoom.padding_mode=zeros", "model.network.attention.peaks.grid_size=21"],
-    ["backbone.residual=false"],
+    ["model.network.backbone.residual=false"],
 ]
 
 
 @pytest.mark.parametrize("overrides", OPTION_OVERRIDES, ids=lambda o: " ".join(o) or "defaults")
 def test_every_config_option_builds_and_runs(tiny_cfg, overrides):
-    cfg = tiny_cfg("model=tcnn_sparse", "backbone=tcnn_tiny", "dataset.num_segments=8", *overrides)
+    cfg = tiny_cfg("model=tcnn_sparse", TINY_BACKBONE, "dataset.num_segments=8", *overrides)
     module = build_module(cfg)
     net = module.network.eval()
     assert isinstance(net, TCNNSparse)
@@ -210,7 +211,7 @@ def test_every_config_option_builds_and_runs(tiny_cfg, overrides):
 
 
 def test_default_config_matches_the_spec(tiny_cfg):
-    cfg = tiny_cfg("model=tcnn_sparse", "backbone=tcnn")
+    cfg = tiny_cfg("model=tcnn_sparse")
     net, att = cfg.model.network, cfg.model.network.attention
     assert (net.branches, net.branch_heads, net.dropout, net.init_checkpoint, net.init_classifier) == (
         "OCD", "shared", 0.5, None, True)
@@ -222,7 +223,9 @@ def test_default_config_matches_the_spec(tiny_cfg):
     loss = cfg.model.loss
     assert (loss._target_, dict(loss.weights), loss.branch_weight) == ("tempo.losses.MultiTermLoss", {"logits": 1.0},
                                                                        1.0)
-    assert list(cfg.backbone.stage_strides) == [2, 2, 1, 2, 1, 2, 1] and cfg.backbone.residual
+    backbone = cfg.model.network.backbone
+    assert backbone._target_ == "tempo.models.tcnn.TCNNBackbone" and backbone.residual and backbone.pretrained is None
+    assert list(backbone.stage_strides) == [2, 2, 1, 2, 1, 2, 1] and backbone.widths[-1] == 512
 
 
 RECIPES = {"tcnn_ucf101": ("tcnn", "ucf101"), "tcnn_hmdb51": ("tcnn", "hmdb51"),
@@ -239,7 +242,7 @@ def test_recipe_numbers(name, tmp_path):
     model, dataset = RECIPES[name]
     cfg = compose_config([f"experiment={name}"], tmp_path)
     assert cfg.model.network._target_ == f"tempo.models.{model}.{'TCNNSparse' if model == 'tcnn_sparse' else 'TCNN'}"
-    assert cfg.backbone._target_ == "tempo.models.tcnn.TCNNBackbone" and cfg.dataset.name == dataset
+    assert cfg.model.network.backbone.widths[-1] == 512 and cfg.dataset.name == dataset
     data = cfg.dataset
     assert (data.num_segments, data.input_size, data.short_side, data.batch_size) == (16, 224, 224, 16)
     assert (data.test_views, data.test_clips) == ("10x3", 10)
@@ -257,7 +260,7 @@ def test_recipe_numbers(name, tmp_path):
     assert cfg.schedule.factor._target_ == "tempo.schedules.Cosine"
     assert (cfg.schedule.factor.min_factor, cfg.schedule.warmup_epochs, cfg.schedule.interval) == (1e-3, 0, "step")
     assert cfg.trainer.max_epochs == 150
-    module = build_module(compose_config([f"experiment={name}", "dataset=synthetic", "backbone=tcnn_tiny"], tmp_path))
+    module = build_module(compose_config([f"experiment={name}", "dataset=synthetic", TINY_BACKBONE], tmp_path))
     assert module.network.fc.out_features == 8
 
 

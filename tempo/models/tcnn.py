@@ -8,6 +8,9 @@ dense 3×3×3 stem. Spatial stride 2 at the first row of stages 1, 2, 4 and 6 (t
 [D1]: the stage-7 maps are 14×14 per input frame, which the sparse-attention model reads as class
 response maps. Rows with equal in/out widths and stride 1 are residual [D3] (no parameters added).
 
+Rows are numbered within their stage from 1, the stage's first row included (stage 4: 96→160 is row 1, so
+the dilated rows 4, 6, 8 are its 3rd, 5th and 7th 160→160 rows).
+
 ``TCNNBackbone(x) -> (B, 512, T, H/16, W/16)``; ``TCNN`` adds GAP → dropout → FC and returns
 ``{"logits"}`` — the paper's "T-CNN" row and the O-only pre-stage of ``model=tcnn_sparse``.
 """
@@ -19,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from tempo.models.weights import init_from_checkpoint
+from tempo.models.weights import init_from_checkpoint, load_fitting, read_state_dict
 
 #: Per stage, its rows as (width index, temporal dilation): row widths are ``widths[index]``. Stage 5
 #: starts with a dilated row that keeps stage 4's width (160→160) before widening (spec A.1).
@@ -87,7 +90,7 @@ class TCNNBackbone(nn.Module):
     """The 36 rows of spec A.1 in ``stages`` (7 ``nn.Sequential``); ``forward(x) -> stage-7 features``."""
 
     def __init__(self, widths: Sequence[int] = WIDTHS, stage_strides: Sequence[int] = STAGE_STRIDES,
-                 residual: bool = True):
+                 residual: bool = True, pretrained: str | None = None):
         super().__init__()
         widths, strides = check_widths(widths, stage_strides)
         self.widths, self.stage_strides, self.residual = widths, strides, residual
@@ -108,6 +111,18 @@ class TCNNBackbone(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
         self.reset_parameters()
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    def load_pretrained(self, path: str) -> None:
+        """Every backbone tensor from a tempo checkpoint, a T-CNN network state dict or a backbone state dict."""
+        what = "model.network.backbone.pretrained"
+        state = read_state_dict(path, what)
+        for prefix in ("network.backbone.", "backbone."):
+            if any(k.startswith(prefix) for k in state):
+                state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+                break
+        load_fitting(self, state, f"{what}={path}", hint="a T-CNN with the same widths needed")
 
     def reset_parameters(self) -> None:
         for m in self.modules():
@@ -134,8 +149,8 @@ def build_backbone(backbone: Callable[..., TCNNBackbone] | TCNNBackbone | None) 
         isinstance(factory, type) and not issubclass(factory, TCNNBackbone)) else backbone()
     if not isinstance(net, TCNNBackbone):
         name = factory.__name__ if isinstance(factory, type) else type(net).__name__
-        raise ValueError(f"the T-CNN models need backbone=tcnn (or tcnn_tiny), got {name}; "
-                         "pass backbone=tcnn on the command line")
+        raise ValueError(f"model.network.backbone must be a T-CNN backbone, got {name}; choose one with "
+                         "backbone@model.network.backbone=tcnn (or tcnn_tiny)")
     return net
 
 
