@@ -52,13 +52,17 @@ def check_finite_weights(module: nn.Module, step: int, epoch: int) -> None:
 def param_groups(model: nn.Module, weight_decay: float, bias_lr_mult: float = 1.0,
                  no_decay_norm_bias: bool = True) -> list[dict]:
     """Weights of conv/linear layers decay; norm parameters and biases do not.
-    Biases may get a larger LR (TSN recipes use ×2)."""
+    Biases may get a larger LR (TSN recipes use ×2). A network may name further parameters to
+    keep out of weight decay with a `no_weight_decay() -> set[str]` method (timm's convention),
+    e.g. learnable attention widths; they join the "norm" group."""
+    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    exempt_ids = {id(p) for n, p in model.named_parameters() if n in exempt}
     decay, norm, bias = [], [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            if isinstance(module, NORM_TYPES):
+            if isinstance(module, NORM_TYPES) or id(p) in exempt_ids:
                 norm.append(p)
             elif name == "bias":
                 bias.append(p)

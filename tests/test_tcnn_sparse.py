@@ -22,6 +22,7 @@ from tempo.losses import MultiTermLoss
 from tempo.models.blocks.sparse_attention import SparseSpatialAttention
 from tempo.models.tcnn import TCNN, TCNNBackbone
 from tempo.models.tcnn_sparse import TCNNSparse
+from tempo.module import param_groups
 from tempo.train import build_module
 from tempo.train import run as train
 from tempo.visualize import GAP
@@ -155,6 +156,15 @@ def test_betas_are_kept_out_of_weight_decay_by_name():
     assert net.no_weight_decay() == {"attention.saliency.beta1", "attention.saliency.beta2"} <= names
     assert tiny_model("OD").no_weight_decay() == {"attention.saliency.beta1"}
     assert tiny_model("O").no_weight_decay() == set()
+    # RecognitionModule's parameter groups honour it: β1, β2 get no weight decay
+    groups = param_groups(net, weight_decay=4e-5)
+    betas = {id(net.attention.saliency.beta1), id(net.attention.saliency.beta2)}
+    for group in groups:
+        ids = {id(p) for p in group["params"]}
+        if ids & betas:
+            assert betas <= ids and group["weight_decay"] == 0.0, group["name"]
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert not decayed & betas and id(net.fc.weight) in decayed
 
 
 def save_tcnn(tmp_path: Path, num_classes: int = 5, widths=TINY_WIDTHS) -> tuple[TCNN, Path]:
