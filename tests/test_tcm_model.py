@@ -105,28 +105,56 @@ def test_temporal_shift_switch():
     assert plain(torch.randn(1, 3, 4, 32, 32))["logits"].shape == (1, 5)
 
 
+def _dead_tcm_params(net: TCM, steps: int) -> tuple[list[str], int]:
+    """Train `net` `steps` SGD steps on random clips; names of TCM parameters with an all-zero (or non-finite)
+    gradient in the last step, and how many TCM parameters there are."""
+    gen = torch.Generator().manual_seed(3)
+    video, labels = torch.randn(2, 3, 4, 32, 32, generator=gen), torch.tensor([1, 4])
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    grads = {}
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(video)["logits"], labels).backward()
+        grads = {f"{res}.{name}": p.grad.clone() for res, block in net.tcm_blocks.items()
+                 for name, p in block.named_parameters()}
+        opt.step()
+    dead = [name for name, g in grads.items() if not (torch.isfinite(g).all() and g.abs().sum() > 0)]
+    return dead, len(grads)
+
+
 @pytest.mark.parametrize(("use_mtdm", "use_tam"), [(False, False), (True, False), (False, True), (True, True)])
-def test_component_switches_run_and_build_what_they_say(use_mtdm, use_tam):
-    net = tiny_tcm(use_mtdm=use_mtdm, use_tam=use_tam)
+@pytest.mark.parametrize(("init", "steps"), [("official", 1), ("identity", 2)])
+def test_component_switches_and_inits_train_every_tcm_parameter(use_mtdm, use_tam, init, steps):
+    """Every TCM parameter gets a non-zero gradient through the whole network: at the first step with the
+    official init, at the second with the identity init (its zero gain has to move off 0 first)."""
+    torch.manual_seed(0)
+    net = tiny_tcm(use_mtdm=use_mtdm, use_tam=use_tam, init=init, positions=[2, 3])
     block = net.tcm_blocks["res3"]
     assert (block.mtdm is not None) == use_mtdm and (block.tam is not None) == use_tam
-    video = torch.randn(2, 3, 4, 32, 32, requires_grad=True)
-    net(video)["logits"].sum().backward()
+    dead, total = _dead_tcm_params(net, steps)
     if not (use_mtdm or use_tam):  # the "none" row is the identity: no parameters at all
-        assert num_params(block) == 0
+        assert total == 0
     else:
-        assert all(p.grad is not None for p in block.parameters())
+        assert total > 0 and not dead, f"{len(dead)}/{total} TCM parameters got no gradient: {dead}"
 
 
-def test_zero_init_tcm_network_equals_tsm():
+def test_identity_init_tcm_network_equals_tsm():
     torch.manual_seed(0)
     tsm = TSM(TINY_BACKBONE, 5, 4).eval()
-    tcm = tiny_tcm(zero_init_last_bn=True, positions=[2, 3]).eval()
+    tcm = tiny_tcm(init="identity", positions=[2, 3]).eval()
     missing = tcm.load_state_dict(tsm.state_dict(), strict=False).missing_keys
     assert missing and all(k.startswith("backbone.after_stage.") for k in missing)
     video = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(tcm(video)["logits"], tsm(video)["logits"], atol=1e-6)
+        assert torch.equal(tcm(video)["logits"], tsm(video)["logits"])
+        official = tiny_tcm(positions=[2, 3]).eval()
+        official.load_state_dict(tsm.state_dict(), strict=False)
+        assert not torch.equal(official(video)["logits"], tsm(video)["logits"])
+
+
+def test_bad_init_names_the_config_key():
+    with pytest.raises(ValueError, match=r"model\.network\.init"):
+        tiny_tcm(init="zero_init_last_bn")
 
 
 def test_reduction_conv_gets_gradient_through_the_network():

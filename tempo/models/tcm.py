@@ -61,7 +61,7 @@ class TCM(TSM):
     """TSM/TSN-ResNet + TCM blocks after the res stages in ``positions``; ``forward`` returns ``{"logits"}``.
 
     ``backbone``: ResNet factory (Hydra ``_partial_``); ``temporal_shift`` decides whether it gets the TSM
-    shift. The TCM options (``patch_size`` … ``zero_init_last_bn``) are passed to every block
+    shift. The TCM options (``patch_size`` … ``init``) are passed to every block
     (``TemporalCorrelationModule``). ``init_checkpoint``: a tempo checkpoint (Lightning ``.ckpt`` or a state
     dict of this network) whose weights initialise everything but ``fc`` — fine-tuning from Kinetics.
     """
@@ -69,7 +69,7 @@ class TCM(TSM):
     def __init__(self, backbone: Callable[..., ResNet], num_classes: int, num_segments: int = 8,
                  dropout: float = 0.5, partial_bn: bool = False, positions: Sequence[int] = (3,),
                  temporal_shift: bool = True, patch_size: int | None = None, reduced_channels: int = 64,
-                 use_mtdm: bool = True, use_tam: bool = True, zero_init_last_bn: bool = False,
+                 use_mtdm: bool = True, use_tam: bool = True, init: str = "official",
                  shift_fold_div: int = 8, shift_every_n_blocks: int = 1, init_checkpoint: str | None = None):
         self.positions = check_positions(positions)
         self.temporal_shift = temporal_shift
@@ -79,7 +79,7 @@ class TCM(TSM):
             block = TemporalCorrelationModule(
                 num_segments, self.backbone.stage_channels[res - 2], position=res - 1, patch_size=patch_size,
                 reduced_channels=reduced_channels, use_mtdm=use_mtdm, use_tam=use_tam,
-                zero_init_last_bn=zero_init_last_bn)
+                init=init)
             self.backbone.insert_after_stage(res - 1, block)
         if init_checkpoint:
             init_from_checkpoint(self, init_checkpoint, hint="same backbone, positions and TCM options needed")
