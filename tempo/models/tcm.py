@@ -93,5 +93,9 @@ class TCM(TSM):
         return {f"res{int(stage) + 1}": m for stage, m in self.backbone.after_stage.items()
                 if isinstance(m, TemporalCorrelationModule)}
 
+    def profile_blocks(self) -> dict[str, TemporalCorrelationModule]:
+        """``tempo.profile`` hook: one report row per TCM, e.g. ``{"TCM@res3": ...}``."""
+        return {f"TCM@{res}": block for res, block in self.tcm_blocks.items()}
+
     def extra_repr(self) -> str:
         return f"positions={self.positions}, temporal_shift={self.temporal_shift}"

@@ -9,8 +9,8 @@ appearance features: ``out = x + TAM(MTDM(x))`` (B1, B6).
   vector into a soft-argmax displacement (u, v) plus a confidence: 6 motion channels per frame.
 * ``TemporalAttention`` (TAM, B5) lifts the 6 motion channels back to C channels with a small
   grouped/depthwise-separable conv stack and re-weights each channel over time with ``TemporalECA``.
-* ``tcm_correlation_macs`` gives the correlation's multiply-adds, which a hook-based FLOP counter cannot
-  see (B8).
+* ``tcm_correlation_macs`` gives the correlation's multiply-adds (B8); the MTDM reports them to
+  ``tempo.profile`` through its ``analytic_macs`` hook, in place of the GEMMs a FLOP counter sees.
 
 Row n·T + t of every (N·T, ...) tensor is frame t of video n (A1).
 """
@@ -215,6 +215,13 @@ class MultiScaleTemporalDynamics(nn.Module):
         long = torch.cat([motion[:, :1], motion[:, t - 1:]], dim=1)
         out = torch.cat([self._repeat_last(short), self._repeat_last(long)], dim=2)  # (n, T, 6, H, W)
         return out.view(nt, MOTION_CHANNELS, h, w)
+
+    def analytic_macs(self, input_shape: torch.Size) -> dict[str, int]:
+        """``tempo.profile`` hook: the correlation's MACs as specified (B8) replace the GEMMs the counter sees."""
+        nt, _, h, w = input_shape
+        batch = nt // self.num_segments
+        return {"correlation": tcm_correlation_macs(self.num_segments, self.patch_size, self.corr_channels, h, w,
+                                                    batch)}
 
     @staticmethod
     def _frame_pairs(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -422,7 +429,7 @@ class TemporalCorrelationModule(nn.Module):
         """The analytic correlation term (B8) for inputs of spatial size h×w; 0 without MTDM."""
         if self.mtdm is None:
             return 0
-        return tcm_correlation_macs(self.num_segments, self.patch_size, self.mtdm.corr_channels, h, w, batch)
+        return self.mtdm.analytic_macs(torch.Size((batch * self.num_segments, self.in_channels, h, w)))["correlation"]
 
     def extra_repr(self) -> str:
         return (f"num_segments={self.num_segments}, in_channels={self.in_channels}, "
