@@ -81,6 +81,7 @@ def test_throughput_runs_eval_forwards_then_train_steps(one_thread):
     modes = []
     net.register_forward_hook(lambda module, args, out: modes.append(module.training))
     timing = throughput(net, torch.randn(2, 3, 4, 32, 32), warmup=1, repeats=2)
+    assert (timing["repeats"], timing["warmup"], timing["batch_size"]) == (2, 1, 2)
     assert modes == [False] * 3 + [True] * 3  # warm-up + repeats, first forward (eval), then train steps
     assert all(p.grad is None for p in net.parameters())  # the train steps' gradients are cleared afterwards
 
