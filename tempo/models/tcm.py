@@ -19,6 +19,10 @@ Ablations (paper Tables III, VII, VIII):
   TAM off the six motion channels are projected back to C by a 1×1 conv + BN (no temporal attention);
   with both off the block is the identity (the "none" row equals the baseline up to the seed).
 
+Init (``init``, spec B6): ``official`` (default, the official code's) or ``identity``: each block adds its
+branch through a zero-initialised learnable per-channel gain, so the network starts as the TSM it extends and
+every TCM parameter still trains (see ``TemporalCorrelationModule``).
+
 BN: partial BN (spec A5, off by default) freezes the backbone's pretrained BNs but never the TCMs' BNs,
 which have no pretrained statistics (``TSN.partial_bn_norms``). Optimiser groups (spec A5/B9, in
 ``tempo.module.param_groups``): conv/fc weights lr×1 wd×1; biases lr×``bias_lr_mult`` (2 in
