@@ -225,7 +225,7 @@ def test_init_checkpoint_loads_all_but_fc(tmp_path):
 # after training (the old zero-BN option trained TSM under the name TCM and passed this comparison).
 SYNTHETIC_RUN = ["backbone=resnet_tiny", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
                  "trainer.enable_model_summary=false"]
-TCM_RUN = ["model=tcm", "model.network.patch_size=7", "model.network.init=SLOW_TEST_INIT"]
+TCM_RUN = ["model=tcm", "model.network.patch_size=7", "model.network.init=identity"]
 TOLERANCE = 0.07
 
 
