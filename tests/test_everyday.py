@@ -50,7 +50,7 @@ def test_hparams_search_composes_an_optuna_sweep(option, tmp_path):
     assert "optuna" in sweeper._target_.lower()
     assert sweeper.direction == "maximize" and cfg.optimized_metric == "val/top1"
     assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay"}
-    assert cfg.hydra.mode == "MULTIRUN"
+    assert str(cfg.hydra.mode).endswith("MULTIRUN")
 
 
 def test_local_example_and_default_pickup(tmp_path):
@@ -86,7 +86,7 @@ def test_console_scripts_are_installed(script):
 def test_overfit_reaches_full_train_accuracy(tmp_path, synthetic_cache):
     from tempo.train import run
 
-    cfg = compose_config([*TINY, "debug=overfit", "trainer.max_epochs=40", "optimizer.lr=0.05",
+    cfg = compose_config([*TINY, "debug=overfit", "trainer.max_epochs=60", "optimizer.lr=0.05",
                           "schedule.warmup_epochs=0"], tmp_path / "run", synthetic_cache)
     summary = run(cfg)
     last = [h["train/top1"] for h in summary["history"] if "train/top1" in h][-1]
