@@ -82,7 +82,7 @@ def _decode_ends(record: VideoRecord, num_frames: int | None, backend: str, sour
     return source.num_frames
 
 
-def check_record(record: VideoRecord, backend: str = "decord", source_kwargs: dict | None = None,
+def check_record(record: VideoRecord, backend: str = "pyav", source_kwargs: dict | None = None,
                  decode: bool = True) -> Check:
     """Exists? Opens with ≥ 1 frame? (decode) Do its first and last usable frames decode?"""
     path = record.path
