@@ -134,7 +134,7 @@ def build_index(container, stream) -> PacketIndex:
     elif codec == "hevc":
         kinds = [hevc_nal_kinds(bytes(p), prefix) for p in packets]
         top = max((t for ks in kinds for _, t in ks), default=0)
-        droppable = [not p.is_keyframe and hevc_droppable(ks, top) for p, ks in zip(packets, kinds)]
+        droppable = [not p.is_keyframe and hevc_droppable(ks, top) for p, ks in zip(packets, kinds, strict=True)]
     else:
         droppable = [False] * len(packets)
     keyframe = np.array([p.is_keyframe for p in packets], bool)
