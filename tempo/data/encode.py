@@ -23,13 +23,15 @@ def write_video(
     preset: str = "veryfast",
     options_extra: dict[str, str] | None = None,
     pts: Iterable[int] | None = None,
+    container_format: str | None = None,
 ) -> Path:
     """Encode RGB uint8 frames (H, W, 3) to `path`; codec chosen by suffix unless given.
 
     H and W must be even (yuv420p). `gop` sets the keyframe interval (short GOPs make
     random access fast). `preset` is x264's, `options_extra` extra encoder options (e.g.
     `{"x264-params": "bframes=3:b-pyramid=normal"}`); `pts` gives each frame's timestamp
-    in units of 1/`fps` s (variable frame rate; default 0, 1, 2, ...).
+    in units of 1/`fps` s (variable frame rate; default 0, 1, 2, ...). `container_format`
+    overrides the one the suffix implies (FFmpeg readers probe the content, not the name).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def write_video(
     frames = iter(frames)
     first = next(frames)
     h, w = first.shape[:2]
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
         if pts is not None:
             stream.time_base = Fraction(1, fps)
