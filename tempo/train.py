@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tempo.acceleration import apply_model_switches, resolve_precision
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
 from tempo.config import check_config
 from tempo.module import TrainingDiverged
@@ -47,6 +48,8 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def build_module(cfg: DictConfig, network=None):
     network = network if network is not None else instantiate(cfg.model.network)
+    apply_model_switches(network, bool(cfg.model.get("compile")), bool(cfg.model.get("channels_last")),
+                         cfg.trainer.get("accelerator"))
     schedule = None
     if cfg.get("schedule"):
         schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
@@ -146,6 +149,7 @@ def run(cfg: DictConfig) -> dict:
     history = MetricsHistory()
     loggers = build_loggers(cfg)
     callbacks = [*build_callbacks(cfg, bool(loggers)), history]
+    cfg.trainer.precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
     failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
