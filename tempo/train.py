@@ -24,6 +24,7 @@ from tempo.acceleration import apply_model_switches, resolve_precision
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
 from tempo.config import check_config
 from tempo.module import TrainingDiverged
+from tempo.multirun import pin_ddp_ranks_to_job
 from tempo.quiet import quiet_startup
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def main(cfg: DictConfig) -> float | None:
     if os.environ.get("TEMPO_PRINT_CONFIG"):
         print(OmegaConf.to_yaml(cfg))
     torch.set_float32_matmul_precision("high")
+    pin_ddp_ranks_to_job()  # multirun + DDP: extra ranks join this job's folder, not a new sweep
     try:
         summary = run(cfg)
     except TrainingDiverged as err:
