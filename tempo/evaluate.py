@@ -29,6 +29,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from tempo import CONF_DIR
 from tempo.config import ConfigError, check_config
 from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
@@ -193,7 +194,7 @@ def run(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     run(cfg)
