@@ -444,7 +444,7 @@ def run(cfg: DictConfig) -> dict:
     everything = [r for recs in records.values() for r in recs]
     options = data.get("source_kwargs")
     source_kwargs = OmegaConf.to_container(options, resolve=True) if options else {}
-    checks = check_all(everything, data.get("backend", "decord"), source_kwargs, bool(cfg.decode_check),
+    checks = check_all(everything, data.get("backend", "pyav"), source_kwargs, bool(cfg.decode_check),
                        int(cfg.workers))
     root = str(cfg.dataset.get("root") or _common_root(everything))
     report = build_report(cfg.dataset.name, root, cfg.dataset.get("annotations"), records, checks,
