@@ -9,7 +9,7 @@ the same frames of the same files go through (a) tempo's source for that format 
 printed: tempo/decord on the same files, and vs decord on the ORIGINAL files (what a peer pays),
 with the disk size vs the originals. Also: how much of a prepared clip is opening the file.
 
-`python benchmarks/bench_pipeline.py [--videos 4] [--repeats 2]` (≈ 1–2 min on 2 busy cores).
+`python benchmarks/bench_pipeline.py [--videos 3] [--repeats 2]` (≈ 2 min on 2 busy cores, most of it encoding).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def open_fraction(make_source, paths, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--videos", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one DataLoader worker's view
@@ -139,6 +139,7 @@ def main() -> None:
         stored = {"original (x264 defaults)": originals}
         for name in (*FORMATS, "jpeg_frames"):
             stored[name] = prepare(originals, tmp, name)
+        print(flush=True)
         print(f"encoded {args.videos} videos {WIDTH}x{HEIGHT}x{FRAMES} and converted them "
               f"({time.perf_counter() - t0:.0f} s)")
         base_size = disk_size(originals)
