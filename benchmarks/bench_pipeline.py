@@ -15,6 +15,7 @@ with the disk size vs the originals. Also: how much of a prepared clip is openin
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one DataLoader worker's view
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows under `make bench` pipes too
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -139,7 +141,6 @@ def main() -> None:
         stored = {"original (x264 defaults)": originals}
         for name in (*FORMATS, "jpeg_frames"):
             stored[name] = prepare(originals, tmp, name)
-        print(flush=True)
         print(f"encoded {args.videos} videos {WIDTH}x{HEIGHT}x{FRAMES} and converted them "
               f"({time.perf_counter() - t0:.0f} s)")
         base_size = disk_size(originals)
