@@ -70,8 +70,8 @@ FORMATS: dict[str, dict] = {
 # what `format=fast` writes: the fastest per byte in `make bench` (README, "Data path speed")
 FAST_FORMAT = "sparse_b16"
 FAST_TRADE_OFF = ("sparse_b16 = H.264, 15 non-reference B-frames between I/P anchors 16 frames apart, "
-                  "short side 256, crf 23: measured ~4-5x the clips/s of decord on the original files at "
-                  "~2.5x their disk size (all-intra: similar speed at ~10x the size; JPEG folders ~30x)")
+                  "short side 256, crf 23: measured 3.3-4x the clips/s of decord on the original files at "
+                  "~2.5x their disk size (all-intra: 2.9-6x at 12x the size; JPEG folders 9-10x at 31x)")
 FAST_SHORT_SIDE = 256
 
 
