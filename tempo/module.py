@@ -271,11 +271,13 @@ class RecognitionModule(L.LightningModule):
         global_batch = self.global_batch_size()
         if self.reference_batch_size:
             lr = base_lr * global_batch / self.reference_batch_size
+        world, accumulate = self.trainer.world_size, self.trainer.accumulate_grad_batches
         self.lr_info = {"recipe_lr": base_lr, "reference_batch_size": self.reference_batch_size,
-                        "global_batch_size": global_batch, "lr": lr}
-        message = (f"LR {lr:.6g} = recipe {base_lr:g} × global batch {global_batch} / reference "
-                   f"{self.reference_batch_size}" if self.reference_batch_size else
-                   f"LR {lr:g} (no reference batch size: not scaled; global batch {global_batch})")
+                        "global_batch_size": global_batch, "world_size": world, "lr": lr}
+        batch = (f"global batch {global_batch} = {global_batch // (world * accumulate)} per process × "
+                 f"world size {world}" + (f" × {accumulate} accumulated" if accumulate > 1 else ""))
+        message = (f"LR {lr:.6g} = recipe {base_lr:g} × {batch} / reference {self.reference_batch_size}"
+                   if self.reference_batch_size else f"LR {lr:g} (no reference batch size: not scaled; {batch})")
         if self.trainer.is_global_zero:
             log.info(message)  # Hydra's job logging also prints it to the console
         groups = param_groups(self.network, weight_decay, self.bias_lr_mult, self.no_decay_norm_bias)

@@ -11,7 +11,9 @@ Reads the dataset's official annotations exactly as training does, then checks e
 
 Options convert the ok videos to a new root (same relative paths, so the same annotations
 read them): `resize_short_side=256` re-encodes with PyAV (`gop=` sets a short keyframe
-interval for fast seeking); `extract_frames=true` writes JPEG folders named after each video
+interval for fast seeking); `format=fast` re-encodes (short side 256 unless set) into the
+stored format `make bench` measured fastest per byte (FAST_FORMAT, for the sparse decoder);
+`extract_frames=true` writes JPEG folders named after each video
 file (read them with `dataset.root=<new root> dataset.backend=frames`). Checks run in threads,
 conversions in `workers` processes.
 """
@@ -48,6 +50,30 @@ console = Console()
 STATUSES = ("ok", "missing", "broken")
 SHOWN = 10  # problem paths printed on the console (all are in the report files)
 
+# Stored formats `format=<name>` writes: name -> `tempo.data.encode.write_video` settings (keyframe
+# interval, x264 crf, extra encoder options). benchmarks/bench_pipeline.py measures each.
+# H.264 in MP4 whatever the file's suffix (the same relative paths keep the annotations valid;
+# FFmpeg, decord and PyAV probe the content): MP4 carries B-frame timestamps, AVI does not.
+H264_MP4 = {"codec": "libx264", "container_format": "mp4"}
+SPARSE_B = "bframes=15:b-adapt=0:b-pyramid=none:scenecut=0:ref=1"
+FORMATS: dict[str, dict] = {
+    # the pre-existing `gop=16` re-encode (x264 defaults otherwise: b-pyramid, 3 B-frames)
+    "gop16": {"gop": 16, **H264_MP4},
+    # all-intra: every frame a keyframe, nothing to decode but the targets
+    "intra": {"gop": 1, **H264_MP4},
+    # I/P anchors every 16 frames with 15 non-reference B-frames between them: with the sparse
+    # decoder a target costs its anchors and itself, at a fraction of all-intra's size;
+    # fastdecode drops CABAC and deblocking; crf 23 = x264's default quality
+    "sparse_b16": {"gop": 16, "quality": 23, "options_extra": {"tune": "fastdecode", "x264-params": SPARSE_B},
+                   **H264_MP4},
+}
+# what `format=fast` writes: the fastest per byte in `make bench` (README, "Data path speed")
+FAST_FORMAT = "sparse_b16"
+FAST_TRADE_OFF = ("sparse_b16 = H.264, 15 non-reference B-frames between I/P anchors 16 frames apart, "
+                  "short side 256, crf 23: measured 3.3-4x the clips/s of decord on the original files at "
+                  "~2.5x their disk size (all-intra: 2.9-6x at 12x the size; JPEG folders 9-10x at 31x)")
+FAST_SHORT_SIDE = 256
+
 
 class PrepareError(ValueError):
     """A configuration problem found before any checking starts."""
@@ -83,7 +109,7 @@ def _decode_ends(record: VideoRecord, num_frames: int | None, backend: str, sour
     return source.num_frames
 
 
-def check_record(record: VideoRecord, backend: str = "decord", source_kwargs: dict | None = None,
+def check_record(record: VideoRecord, backend: str = "pyav", source_kwargs: dict | None = None,
                  decode: bool = True) -> Check:
     """Exists? Opens with ≥ 1 frame? (decode) Do its first and last usable frames decode?"""
     path = record.path
@@ -237,7 +263,7 @@ class Job:
     dst: str
     short_side: int | None
     frames: bool
-    gop: int | None
+    gop: int | str | None  # keyframe interval, or a FORMATS name
     quality: int
     template: str
     start_index: int
@@ -283,7 +309,8 @@ def convert_one(job: Job) -> tuple[str, int | str]:
             from tempo.data.encode import write_video
 
             counted = _Counted(frames)
-            write_video(partial, counted, fps=fps, gop=job.gop)
+            encoding = FORMATS[job.gop] if isinstance(job.gop, str) else {"gop": job.gop}
+            write_video(partial, counted, fps=fps, **encoding)
             n = counted.n
         _remove(dst)
         partial.rename(dst)
@@ -332,6 +359,9 @@ def default_output_root(root: str, short_side: int | None, frames: bool) -> Path
 def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path) -> dict | None:
     """Run the requested conversion for the ok videos; returns its summary (None if none asked)."""
     short_side, frames = cfg.get("resize_short_side"), bool(cfg.get("extract_frames"))
+    encoding = _stored_format(cfg)
+    if encoding is not None:
+        short_side = short_side or FAST_SHORT_SIDE
     if not short_side and not frames:
         return None
     if cfg.dataset.datamodule.get("backend") == "frames":
@@ -343,11 +373,14 @@ def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path)
         rel = os.path.relpath(check.path, root)
         if check.status != "ok" or rel.startswith(".."):
             continue
-        jobs.append(Job(check.path, str(out_root / rel), short_side, frames, cfg.get("gop"),
+        jobs.append(Job(check.path, str(out_root / rel), short_side, frames, encoding or cfg.get("gop"),
                         int(cfg.jpeg_quality), cfg.frame_template, int(cfg.start_index), bool(cfg.overwrite)))
     for job in jobs:
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
     what = "extracting frames of" if frames else f"re-encoding (short side {short_side})"
+    if encoding is not None and not frames:
+        console.print(f"format={cfg.format}: writing {encoding}"
+                      + (f" ({FAST_TRADE_OFF})" if encoding == FAST_FORMAT else ""), highlight=False)
     results = run_parallel(convert_one, jobs, int(cfg.workers), f"{what} {len(jobs)} videos", processes=True)
     written = {dst: n for dst, n in results if isinstance(n, int)}
     failed = {dst: n for dst, n in results if not isinstance(n, int)}
@@ -362,6 +395,19 @@ def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path)
         (run_dir / "convert_failures.txt").write_text("".join(f"{p}\t{e}\n" for p, e in failed.items()))
     return {"output_root": str(out_root), "converted": len(written), "failed": failed, "use": hint,
             "manifest": str(manifest.path)}
+
+
+def _stored_format(cfg: DictConfig) -> str | None:
+    """The FORMATS name `format=` asks for (`fast` = FAST_FORMAT); None without `format`."""
+    name = cfg.get("format")
+    if name is None:
+        return None
+    name = FAST_FORMAT if name == "fast" else name
+    if name not in FORMATS:
+        raise PrepareError(f"format={cfg.format} is not a stored format; choose fast or one of {sorted(FORMATS)}")
+    if cfg.get("gop") is not None:
+        raise PrepareError("format= sets the keyframe interval itself; drop gop= (or drop format=)")
+    return name
 
 
 # -- entry point ---------------------------------------------------------------------------------
@@ -398,7 +444,7 @@ def run(cfg: DictConfig) -> dict:
     everything = [r for recs in records.values() for r in recs]
     options = data.get("source_kwargs")
     source_kwargs = OmegaConf.to_container(options, resolve=True) if options else {}
-    checks = check_all(everything, data.get("backend", "decord"), source_kwargs, bool(cfg.decode_check),
+    checks = check_all(everything, data.get("backend", "pyav"), source_kwargs, bool(cfg.decode_check),
                        int(cfg.workers))
     root = str(cfg.dataset.get("root") or _common_root(everything))
     report = build_report(cfg.dataset.name, root, cfg.dataset.get("annotations"), records, checks,

@@ -21,9 +21,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, Progr
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
+from tempo.acceleration import apply_model_switches, resolve_precision
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
 from tempo.config import check_config
 from tempo.module import TrainingDiverged
+from tempo.multirun import pin_ddp_ranks_to_job
 from tempo.quiet import quiet_startup
 from tempo.run_info import log_hyperparameters, print_config
 
@@ -48,6 +50,8 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def build_module(cfg: DictConfig, network=None):
     network = network if network is not None else instantiate(cfg.model.network)
+    apply_model_switches(network, bool(cfg.model.get("compile")), bool(cfg.model.get("channels_last")),
+                         cfg.trainer.get("accelerator"))
     schedule = None
     if cfg.get("schedule"):
         schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
@@ -150,6 +154,7 @@ def run(cfg: DictConfig) -> dict:
         print_config(cfg)
     log_hyperparameters(loggers, cfg, module.network)
     callbacks = [*build_callbacks(cfg, bool(loggers)), history]
+    cfg.trainer.precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
     failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
@@ -205,6 +210,7 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision("high")
+    pin_ddp_ranks_to_job()  # multirun + DDP: extra ranks join this job's folder, not a new sweep
     try:
         summary = run(cfg)
     except TrainingDiverged as err:

@@ -99,7 +99,7 @@ def test_every_trainer_instantiates(trainer, tmp_path):
     # accelerator forced to CPU here: the GPU options are checked for their keys only
     cfg = compose_config([f"trainer={trainer}"], tmp_path)
     if cfg.trainer.accelerator in ("gpu", "cuda"):
-        assert cfg.trainer.precision == "16-mixed"
+        assert cfg.trainer.precision == "auto-mixed"
         cfg.trainer.accelerator, cfg.trainer.precision = "cpu", "32-true"
         cfg.trainer.devices = 1
     trainer_obj = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -133,3 +134,26 @@ def test_prepare_resizes_and_extracts_frames(tmp_path):
     dm.setup("fit")
     assert dm.probed == {"train": 0, "val": 0}  # extraction wrote the counts
     assert dm.datasets["train"][0]["video"].shape == (3, 4, 32, 32)
+
+
+def test_prepare_format_fast_writes_sparse_b_frames(tmp_path, capsys):
+    """`format=fast` alone re-encodes to the benchmark's choice; the sparse decoder reads it exactly."""
+    import av
+
+    from tempo.data.sources import PyAVSource
+    from tempo.prepare import FAST_FORMAT
+
+    root, ann = make_ucf101(tmp_path / "data", num_classes=1)
+    data = ["dataset=ucf101", f"root={root}", f"annotations={ann}", "subsets=[train]"]
+    report = run(compose_prepare(tmp_path, *data, "format=fast", "resize_short_side=16"))
+    assert f"writing {FAST_FORMAT}" in capsys.readouterr().out
+    video = next(Path(report["conversion"]["output_root"]).rglob("*.avi"))
+    source = PyAVSource(video)
+    assert source._index.droppable.sum() >= 4  # most frames are non-reference B-frames
+    with av.open(str(video)) as container:
+        full = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    np.testing.assert_array_equal(source.read([6, 1]).numpy(), full[[6, 1]])
+    with pytest.raises(PrepareError, match="format=webp is not a stored format"):
+        run(compose_prepare(tmp_path, *data, "format=webp"))
+    with pytest.raises(PrepareError, match="drop gop="):
+        run(compose_prepare(tmp_path, *data, "format=intra", "gop=4"))

@@ -95,7 +95,7 @@ def test_truncated_mp4_gives_decode_error_with_path(videos, tmp_path):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match="decord, pyav or frames"):
+    with pytest.raises(ValueError, match="pyav, decord or frames"):
         open_source("x.mp4", "opencv")
 
 

@@ -85,7 +85,7 @@ def test_max_steps_run_keeps_a_positive_lr(tiny_cfg):
 
 def test_lr_scaled_from_reference_batch(tiny_cfg):
     summary = run(tiny_cfg("module.reference_batch_size=32", "optimizer.lr=0.04", "run_test=false"))
-    assert summary["lr"] == {"recipe_lr": 0.04, "reference_batch_size": 32, "global_batch_size": 8,
+    assert summary["lr"] == {"recipe_lr": 0.04, "reference_batch_size": 32, "global_batch_size": 8, "world_size": 1,
                              "lr": pytest.approx(0.01)}
 
 

@@ -137,7 +137,7 @@ class VideoDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
-        backend: str = "decord",
+        backend: str = "pyav",
         source_kwargs: dict | None = None,
         allow_missing: bool = False,
         report_dir: str | None = None,

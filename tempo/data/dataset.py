@@ -37,7 +37,7 @@ class VideoDataset(Dataset):
         transform: Callable[[dict], dict] | None = None,
         train: bool = False,
         multi_view: bool = False,
-        backend: str = "decord",
+        backend: str = "pyav",
         source_kwargs: dict | None = None,
         reported: Iterable[str] = (),
     ):

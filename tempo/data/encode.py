@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,11 +20,18 @@ def write_video(
     codec: str | None = None,
     gop: int | None = None,
     quality: int = 18,
+    preset: str = "veryfast",
+    options_extra: dict[str, str] | None = None,
+    pts: Iterable[int] | None = None,
+    container_format: str | None = None,
 ) -> Path:
     """Encode RGB uint8 frames (H, W, 3) to `path`; codec chosen by suffix unless given.
 
     H and W must be even (yuv420p). `gop` sets the keyframe interval (short GOPs make
-    random access fast).
+    random access fast). `preset` is x264's, `options_extra` extra encoder options (e.g.
+    `{"x264-params": "bframes=3:b-pyramid=normal"}`); `pts` gives each frame's timestamp
+    in units of 1/`fps` s (variable frame rate; default 0, 1, 2, ...). `container_format`
+    overrides the one the suffix implies (FFmpeg readers probe the content, not the name).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,14 +39,16 @@ def write_video(
     frames = iter(frames)
     first = next(frames)
     h, w = first.shape[:2]
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
+        if pts is not None:
+            stream.time_base = Fraction(1, fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1  # multi-threaded encoders are not bit-reproducible
         options = {}
         if codec == "libx264":
             options["crf"] = str(quality)
-            options["preset"] = "veryfast"
+            options["preset"] = preset
         elif codec == "libvpx":
             options.update({"crf": str(max(quality, 4)), "b": "1M"})
         else:
@@ -46,9 +56,14 @@ def write_video(
         if gop:
             options["g"] = str(gop)
             stream.gop_size = gop
+        options.update(options_extra or {})
         stream.options = options
+        stamps = iter(pts) if pts is not None else None
         for frame in _chain(first, frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if stamps is not None:
+                video_frame.pts, video_frame.time_base = next(stamps), Fraction(1, fps)
+            for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
