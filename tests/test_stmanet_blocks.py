@@ -100,6 +100,13 @@ def test_tda_without_zero_init_and_last_stage_has_no_pool():
     assert chain.shape == (2, 32, 4, 3, 3) and delta.abs().sum() > 0
 
 
+def test_tda_without_chain_output_builds_no_eps():
+    tda = TemporalDeepAggregation(32, 16, reduction=4, last=True, chain_output=False)
+    assert not hasattr(tda, "eps_conv") and not hasattr(tda, "eps_bn")
+    delta, chain, attention = tda(torch.randn(2, 32, 4, 3, 3), torch.randn(2, 16, 4, 3, 3))
+    assert chain is None and delta.shape == (2, 32, 4, 3, 3) and attention.shape == (2, 4, 4)
+
+
 def test_tda_rejects_bad_options_and_inputs():
     with pytest.raises(ValueError, match="eps_order"):
         TemporalDeepAggregation(32, 16, eps_order="conv-pool")
@@ -216,11 +223,11 @@ def test_spatial_pooling_keeps_image_rows_apart():
 
 def test_diversity_losses_alone_train_the_attention_projections():
     torch.manual_seed(0)
-    tdas = torch.nn.ModuleList([TemporalDeepAggregation(16, 8, reduction=4), TemporalDeepAggregation(16, 8, reduction=4)])
-    sdas = torch.nn.ModuleList([SpatialDeepAggregation(16, reduction=4), SpatialDeepAggregation(16, reduction=4)])
+    tdas = torch.nn.ModuleList([TemporalDeepAggregation(16, 8, reduction=4) for _ in range(2)])
+    sdas = torch.nn.ModuleList([SpatialDeepAggregation(16, reduction=4) for _ in range(2)])
     z1, z2 = torch.randn(2, 16, 8, 4, 4), torch.randn(2, 16, 4, 2, 2)
-    temporal = [tda(z, torch.randn(2, 8, *z.shape[2:]))[2] for tda, z in zip(tdas, (z1, z2))]
-    spatial = [SpatialAttention(sda(z)[1], z.shape[-2:], z.shape[-2:]) for sda, z in zip(sdas, (z1, z2))]
+    temporal = [tda(z, torch.randn(2, 8, *z.shape[2:]))[2] for tda, z in zip(tdas, (z1, z2), strict=True)]
+    spatial = [SpatialAttention(sda(z)[1], z.shape[-2:], z.shape[-2:]) for sda, z in zip(sdas, (z1, z2), strict=True)]
     (temporal_diversity(temporal) + spatial_diversity(spatial, "mean")).backward()
     for block in (*tdas, *sdas):
         for proj in (block.query, block.key):

@@ -49,12 +49,13 @@ class TemporalDeepAggregation(nn.Module):
     the logits by √d [D22]; ``eps_order`` — "pool_conv" (default, 8× cheaper) or the paper's "conv_pool"
     [D23]; ``delta_groups`` — groups of ε' [D25]; ``zero_init_delta`` — ε''s BN starts at γ=0 [D25]. ε' ends in
     that BN with no ReLU after it, so the zero-γ branch still learns (γ receives the gradient of the first
-    step, the conv the gradients after it).
+    step, the conv the gradients after it). ``chain_output=False`` builds no ε (chain_out is None): the last
+    stage's chain output is only used when it is fused into the head's input.
     """
 
     def __init__(self, channels: int, chain_channels: int, last: bool = False, reduction: int = 16,
                  scaled: bool = True, eps_order: str = "pool_conv", delta_groups: int = 8,
-                 zero_init_delta: bool = True):
+                 zero_init_delta: bool = True, chain_output: bool = True):
         super().__init__()
         if eps_order not in EPS_ORDERS:
             raise ValueError(f"model.network.eps_order={eps_order!r}: use one of {EPS_ORDERS}")
@@ -66,8 +67,10 @@ class TemporalDeepAggregation(nn.Module):
         self.eps_order = eps_order
         self.query = temporal_conv(concat, channels // reduction)  # φ
         self.key = temporal_conv(concat, channels // reduction)  # ϖ
-        self.eps_conv = temporal_conv(concat, channels)
-        self.eps_bn = nn.BatchNorm3d(channels)
+        self.chain_output = chain_output
+        if chain_output:
+            self.eps_conv = temporal_conv(concat, channels)
+            self.eps_bn = nn.BatchNorm3d(channels)
         self.pool = None if last else nn.MaxPool3d(3, stride=2, padding=1)
         self.delta_conv = temporal_conv(channels, channels, groups=delta_groups)  # ε'
         self.delta_bn = nn.BatchNorm3d(channels)
@@ -92,18 +95,19 @@ class TemporalDeepAggregation(nn.Module):
             out = self.pool(out)
         return self.relu(self.eps_bn(out))
 
-    def forward(self, z: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         if chain.shape[2:] != z.shape[2:] or chain.shape[1] != self.chain_channels:
             raise ValueError(f"TDA chain input {tuple(chain.shape)} does not fit the stage output {tuple(z.shape)} "
                              f"({self.chain_channels} channels at the same T, H, W expected)")
         concat = torch.cat([z, chain], dim=1)
         attention = self.attention(concat)
-        chain_out = self.eps(mix_frames(attention, concat))
+        chain_out = self.eps(mix_frames(attention, concat)) if self.chain_output else None
         delta_t = self.delta_bn(self.delta_conv(mix_frames(attention, z)))
         return delta_t, chain_out, attention
 
     def extra_repr(self) -> str:
-        return f"last={self.last}, scaled={self.scaled}, eps_order={self.eps_order!r}"
+        return (f"last={self.last}, scaled={self.scaled}, eps_order={self.eps_order!r}, "
+                f"chain_output={self.chain_output}")
 
 
 class SpatialDeepAggregation(nn.Module):
