@@ -196,20 +196,30 @@ class LocalTemporalDifference(nn.Module):
         """(B, 3, T, H, W) → CNN features of the half-resolution differences (B·T, C', h, w)."""
         return self.cnn(F.avg_pool2d(rgb_differences(video, self.num_differences), 2, 2))
 
+    def addition(self, name: str, features: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """What the branch adds to the RGB map ``rgb`` (B, C, T, h, w) of stage ``name`` ("res4"/"res5"),
+        from ``features(video)``; the light variant average-pools (= AvgPool 2 / 4 at 224²), the deep one
+        upsamples (nearest)."""
+        b, _, t, h, w = rgb.shape
+        if self.variant == "light":
+            resized = F.adaptive_avg_pool2d(features, (h, w))
+        else:
+            resized = F.interpolate(features, size=(h, w), mode="nearest")
+        y = self.laterals[name](resized)
+        return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+
+    @property
+    def fused_stages(self) -> list[str]:
+        """The RGB stages this branch adds to: ["res4", "res5"] (light) or ["res4"] (deep)."""
+        return list(self.laterals)
+
     def forward(self, video: torch.Tensor, sizes: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """Additions to the RGB features, ``{name: (B, C, T, h, w)}`` for the grids in ``sizes``
-        (``{"res4": (h4, w4), "res5": (h5, w5)}``; the deep variant only fills res4)."""
+        """The additions for the RGB grids in ``sizes`` (``{"res4": (h4, w4), "res5": (h5, w5)}``), each
+        (B, C, T, h, w); the deep variant only fills res4."""
         b, _, t = video.shape[:3]
         features = self.features(video)
-        out = {}
-        for name, lateral in self.laterals.items():
-            if self.variant == "light":
-                resized = F.adaptive_avg_pool2d(features, sizes[name])  # = AvgPool 2 / 4 at 224²
-            else:
-                resized = F.interpolate(features, size=sizes[name], mode="nearest")
-            y = lateral(resized)
-            out[name] = y.view(b, t, *y.shape[1:]).transpose(1, 2)
-        return out
+        return {name: self.addition(name, features, features.new_empty(b, 1, t, *sizes[name]))
+                for name in self.fused_stages}
 
     def extra_repr(self) -> str:
         return f"variant={self.variant}, num_differences={self.num_differences}"
