@@ -106,9 +106,21 @@ def test_mhsa_shapes_and_size_check(stride):
     out = m(torch.randn(2, 16, 3, 6, 4))
     assert out.shape == (2, 16, 3, 6 // stride, 4 // stride)
     with pytest.raises(ValueError, match="input_size"):
-        m(torch.randn(1, 16, 2, 4, 4))
+        m(torch.randn(1, 16, 2, 4, 4))  # training: the tables must match the map
     with pytest.raises(ValueError, match="heads"):
         BoTSelfAttention(10, 4, 4, heads=4)
+
+
+def test_mhsa_resizes_its_tables_for_other_sizes_in_eval():
+    """Fully convolutional testing (256² crops of a 224² net): tables linearly resized, centre kept."""
+    torch.manual_seed(12)
+    m = BoTSelfAttention(8, 4, 3, heads=2).eval()
+    table_h, table_w = m.relative_tables(7, 3)
+    assert table_h.shape == (13, 4) and table_w is m.rel_width
+    assert torch.allclose(table_h[6], m.rel_height[3]) and torch.allclose(table_h[[0, -1]], m.rel_height[[0, -1]])
+    assert torch.allclose(table_h[3], (m.rel_height[1] + m.rel_height[2]) / 2)  # offset −3 of 6 ↦ −1.5 of 3
+    assert m(torch.randn(1, 8, 2, 7, 3)).shape == (1, 8, 2, 7, 3)
+    assert m.relative_tables(4, 3)[0] is m.rel_height
 
 
 def test_mhsa_parameter_counts_of_r50_res5():

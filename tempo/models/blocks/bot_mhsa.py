@@ -9,7 +9,10 @@ cost T× more). For query p = (y, x) and key p' = (y', x'):
 with q, k, v 1×1 projections (no bias, N(0, 0.01)), d = channels / heads, and the relative tables
 r^H ∈ R^{(2H−1)×d}, r^W ∈ R^{(2W−1)×d} shared by the heads (N(0, d^−½)). Softmax over the H·W keys, heads
 concatenated. With ``stride=2`` (the first res5 block) the attended map is average-pooled (1, 2, 2) after
-attention, as BoTNet does. The tables fix H × W at construction (the input size decides it).
+attention, as BoTNet does. The tables fix H × W at construction (the input size decides it); in eval mode a
+map of another size (fully convolutional testing, e.g. 256² crops of a 224²-trained net) gets tables
+resized by linear interpolation (offset 0 stays at the centre, the extremes at the ends — as ViT resizes
+its position embeddings); in training a size mismatch is an error.
 """
 
 from __future__ import annotations
@@ -55,12 +58,28 @@ class BoTSelfAttention(nn.Module):
         n, _, h, w = x.shape
         return x.view(n, self.heads, self.head_dim, h, w).permute(0, 1, 3, 4, 2)
 
+    def relative_tables(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """r^H (2h−1, d) and r^W (2w−1, d) for an h × w map: the learnt tables, or (eval only) resized."""
+        if (h, w) == (self.height, self.width):
+            return self.rel_height, self.rel_width
+        if self.training:
+            raise ValueError(f"BoT MHSA built for {self.height}×{self.width} maps got {h}×{w} in training: set "
+                             "model.network.input_size to the training crop size (dataset.input_size)")
+
+        def resize(table: torch.Tensor, size: int) -> torch.Tensor:
+            if table.shape[0] == 2 * size - 1:
+                return table
+            return F.interpolate(table.t()[None], size=2 * size - 1, mode="linear", align_corners=True)[0].t()
+
+        return resize(self.rel_height, h), resize(self.rel_width, w)
+
     def attention_logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """q, k: (N, heads, H, W, d), q already scaled → logits (N, heads, H·W, H·W)."""
         n, m, h, w, d = q.shape
         content = torch.einsum("nmyxd,nmYXd->nmyxYX", q, k)
-        rel_h = self.rel_height[relative_index(h, q.device)]  # (H, H', d): row y' − y + H − 1
-        rel_w = self.rel_width[relative_index(w, q.device)]   # (W, W', d)
+        table_h, table_w = self.relative_tables(h, w)
+        rel_h = table_h[relative_index(h, q.device)]  # (H, H', d): row y' − y + H − 1
+        rel_w = table_w[relative_index(w, q.device)]  # (W, W', d)
         by_row = torch.einsum("nmyxd,yYd->nmyxY", q, rel_h)[..., :, None]
         by_col = torch.einsum("nmyxd,xXd->nmyxX", q, rel_w)[..., None, :]
         return (content + by_row + by_col).reshape(n, m, h * w, h * w)
@@ -68,9 +87,6 @@ class BoTSelfAttention(nn.Module):
     def attend(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) frames → (N, C, H, W) attended, at full resolution."""
         n, c, h, w = frames.shape
-        if (h, w) != (self.height, self.width):
-            raise ValueError(f"BoT MHSA built for {self.height}×{self.width} maps got {h}×{w}: set "
-                             "model.network.input_size to the clip's crop size (dataset.input_size)")
         q = self._split_heads(self.query(frames)) * self.head_dim ** -0.5
         k = self._split_heads(self.key(frames))
         v = self._split_heads(self.value(frames)).reshape(n, self.heads, h * w, self.head_dim)
