@@ -63,7 +63,7 @@ def test_r50_parameter_counts(r50):
     """Spec C7, K=400: total 86,309,460; inference-only (no aux head) 66,611,396; parts as listed."""
     total = n_params(r50)
     assert abs(total - 86_309_460) <= 0.005 * 86_309_460 and total == 86_309_460
-    inference = total - sum(n_params(m) for m in r50.training_only_modules().values())
+    inference = total - sum(n_params(m) for m in r50.training_only_modules())
     assert inference == 66_611_396
     assert n_params(r50.backbone) + n_params(r50.local) == 27_992_884
     assert n_params(r50.pyramid) == 37_798_912
@@ -71,6 +71,10 @@ def test_r50_parameter_counts(r50):
     mhsa = [m for m in r50.backbone.layer4.modules() if isinstance(m, BoTSelfAttention)]
     assert [(m.height, m.width, m.stride) for m in mhsa] == [(14, 14, 2), (7, 7, 1), (7, 7, 1)]
     assert sum(n_params(m) for m in mhsa) == 2_372_864
+    blocks = r50.profile_blocks()  # tempo.profile's rows
+    assert sum(n_params(b) for k, b in blocks.items() if k.startswith("G@")) == 17_268
+    assert [k for k in blocks if k.startswith("MHSA")] == ["MHSA@res5.0", "MHSA@res5.1", "MHSA@res5.2"]
+    assert n_params(blocks["local (light)"]) == 1_046_144
 
 
 def test_r101_parameter_count(tmp_path):
@@ -101,7 +105,7 @@ def test_switches_remove_exactly_their_modules(r50, tmp_path, override):
     if "mhsa" in override:
         assert BoTSelfAttention not in kinds and all(isinstance(b.conv2, nn.Conv3d) for b in net.backbone.layer4)
     if "aux" in override:
-        assert net.aux_head is None and net.training_only_modules() == {}
+        assert net.aux_head is None and net.training_only_modules() == []
 
 
 def test_deep_local_variant_adds_a_stem_to_res4_copy(r50, tmp_path):

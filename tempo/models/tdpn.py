@@ -147,9 +147,23 @@ class TDPN(nn.Module):
             out["aux_logits"] = self.aux_head(maps[2])
         return out
 
-    def training_only_modules(self) -> dict[str, nn.Module]:
-        """Modules that only run in training (the auxiliary head): excluded from inference counts."""
-        return {"aux_head": self.aux_head} if self.aux_head is not None else {}
+    def training_only_modules(self) -> list[nn.Module]:
+        """Modules that only run in training (the auxiliary head): ``tempo.profile`` leaves them out of the
+        inference parameter count."""
+        return [self.aux_head] if self.aux_head is not None else []
+
+    def profile_blocks(self) -> dict[str, nn.Module]:
+        """TDPN's own blocks by label, each a row of ``tempo.profile``: G@res2.0 …, MHSA@res5.0 …, local."""
+        blocks: dict[str, nn.Module] = {}
+        for name, stage in zip(STAGES, self.backbone.stages, strict=True):
+            for i, block in enumerate(stage):
+                if isinstance(block.after_conv1, GlobalTemporalDifference):
+                    blocks[f"G@{name}.{i}"] = block.after_conv1
+                if isinstance(block.conv2, BoTSelfAttention):
+                    blocks[f"MHSA@{name}.{i}"] = block.conv2
+        if self.local is not None:
+            blocks[f"local ({self.local.variant})"] = self.local
+        return blocks
 
     def extra_repr(self) -> str:
         variant = self.local.variant if self.local is not None else "off"
