@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from tempo.models.backbones.resnet3d import ResNet3d
 from tempo.models.stmanet import STMANet
-from tempo.profile import count_macs
-from tests.conftest import TINY, compose_config
+from tempo.profile import profile_network
+from tests.conftest import CONF_DIR, TINY, compose_config
 
 PAPER = ["model=stmanet", "backbone=resnet3d50_stmanet", "dataset.num_classes=101"]
 OFF = ["model.network.tda=false", "model.network.sda=false", "model.network.mf=false"]
@@ -67,14 +68,20 @@ def test_parameter_counts_at_101_classes(tmp_path):
     assert not hasattr(tda_off, "tda_blocks") and not any("tda" in n for n, _ in tda_off.named_parameters())
 
 
-def test_macs_of_the_plain_and_full_network(tmp_path):
-    """spec D.7: 33.67 GMACs (3D-R50) and 42.6 ± 0.3 (defaults). tempo.profile's counter, no special case."""
-    def gmacs(*overrides: str) -> float:
-        net = meta_network(tmp_path, *overrides)
-        return count_macs(net, torch.empty(1, 3, 32, 112, 112, device="meta"))["total_macs"] / 1e9
+def test_profile_counts_params_and_macs_of_the_plain_and_full_network(one_thread):
+    """spec D.7: 33.67 GMACs (3D-R50) and 42.6 ± 0.3 (defaults) at 32×112², counted by `tempo.profile` as it
+    counts any network (on the meta device: shapes only, no compute)."""
+    def profile(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("profile", overrides=["paths.output_dir=unused", *PAPER, "dataset.num_segments=32",
+                                                "dataset.input_size=112", "profile.device=meta",
+                                                "profile.repeats=0", *overrides])
+        return profile_network(cfg)
 
-    assert gmacs(*OFF) == pytest.approx(33.67, abs=0.01)
-    assert gmacs() == pytest.approx(42.6, abs=0.3)
+    plain, full = profile(*OFF), profile()
+    assert plain["params"]["total"] == 46_405_925 and full["params"]["total"] == 78_293_285
+    assert plain["gmacs"]["total_macs"] == pytest.approx(33.67, abs=0.01)
+    assert full["gmacs"]["total_macs"] == pytest.approx(42.6, abs=0.3)
 
 
 # -- equivalence and initialisation ----------------------------------------------------------------------
@@ -205,6 +212,18 @@ def test_every_option_builds_and_runs(tmp_path, option, one_thread):
     out = net(torch.randn(2, 3, 8, 32, 32))
     assert out["logits"].shape == (2, 8) and torch.isfinite(out["logits"]).all()
     out["logits"].sum().backward()
+
+
+def test_init_checkpoint_loads_everything_but_fc(tmp_path, clip, one_thread):
+    torch.manual_seed(0)
+    trained = network(tmp_path)
+    path = tmp_path / "stmanet.pt"
+    torch.save(trained.state_dict(), path)
+    torch.manual_seed(1)
+    tuned = network(tmp_path, f"model.network.init_checkpoint={path}", "dataset.num_classes=5")
+    own, source = tuned.state_dict(), trained.state_dict()
+    assert all(torch.equal(own[k], source[k]) for k in own if not k.startswith("fc."))
+    assert tuned.fc.out_features == 5
 
 
 def test_bad_configs_name_the_key(tmp_path):
