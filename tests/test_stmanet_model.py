@@ -231,5 +231,9 @@ def test_bad_configs_name_the_key(tmp_path):
         network(tmp_path, "model.network.head_from_stage=6")
     with pytest.raises(InstantiationException, match="backbone=resnet3d50_stmanet"):
         network(tmp_path, "backbone=resnet_tiny", base=[o for o in TINY_3D if not o.startswith("backbone=")])
+    with pytest.raises(InstantiationException, match="div_reduction"):
+        network(tmp_path, "model.network.div_reduction=avg")
+    with pytest.raises(InstantiationException, match="sda_kv_pool_stages"):
+        network(tmp_path, "model.network.sda_kv_pool_stages=[1,2]")
     with pytest.raises(InstantiationException, match="eps_order"):
         network(tmp_path, "model.network.eps_order=pool")

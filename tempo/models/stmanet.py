@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tempo.models.backbones.resnet3d import ResNet3d
-from tempo.models.blocks.diversity import SpatialAttention, spatial_diversity, temporal_diversity
+from tempo.models.blocks.diversity import REDUCTIONS, SpatialAttention, spatial_diversity, temporal_diversity
 from tempo.models.blocks.st_aggregation import SpatialDeepAggregation, TemporalDeepAggregation, tda_chain_stem
 from tempo.models.weights import init_from_checkpoint
 
@@ -76,6 +76,10 @@ class STMANet(nn.Module):
             raise ValueError(f"model=stmanet needs a 3D backbone, got {type(self.backbone).__name__}: add "
                              "backbone=resnet3d50_stmanet (the paper's) or backbone=resnet3d_stmanet_tiny (CPU runs)")
         self.head_stage = check_head_stage(head_from_stage)
+        if div_reduction not in REDUCTIONS:
+            raise ValueError(f"model.network.div_reduction={div_reduction!r}: use one of {list(REDUCTIONS)}")
+        if not set(sda_kv_pool_stages) <= set(STAGES):
+            raise ValueError(f"model.network.sda_kv_pool_stages={list(sda_kv_pool_stages)}: stages are {list(STAGES)}")
         self.use_tda, self.use_sda, self.use_mf = bool(tda), bool(sda), bool(mf)
         self.fuse_last_tda, self.literal_eq8, self.div_reduction = fuse_last_tda, literal_eq8, div_reduction
         self.stage_numbers = [i for i in STAGES if i <= self.head_stage]
