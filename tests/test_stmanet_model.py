@@ -161,8 +161,7 @@ def test_every_parameter_learns_and_the_loss_has_every_term(tmp_path, clip, one_
 
 def test_diversity_terms_alone_train_the_attention_projections(tmp_path, clip, one_thread):
     net = network(tmp_path)
-    out = net(clip)
-    out["logits"].detach()  # CE is not part of this loss
+    out = net(clip)  # no CE in this loss: the logits are left out of the graph
     (0.01 * out["regularizers"]["div_s"] + 0.001 * out["regularizers"]["div_t"]).backward()
     for i in ("2", "3", "4", "5"):
         for block in (net.tda_blocks[i], net.sda_blocks[i]):
