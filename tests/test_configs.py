@@ -25,7 +25,8 @@ def test_groups_exist():
 
 
 # models built on a 3D ResNet get its CPU-sized config instead of TINY's 2D resnet_tiny
-TINY_3D_BACKBONE = {"i3d": "resnet3d_tiny", "tpn": "resnet3d_tiny", "stmanet": "resnet3d_stmanet_tiny"}
+TINY_3D_BACKBONE = {"i3d": "resnet3d_tiny", "tpn": "resnet3d_tiny", "tdpn": "resnet3d_tiny",
+                    "stmanet": "resnet3d_stmanet_tiny"}
 
 
 @pytest.mark.parametrize("model", options("model"))
