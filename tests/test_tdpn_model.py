@@ -219,3 +219,21 @@ def test_clear_errors(tmp_path):
     net = build(tmp_path)
     with pytest.raises(ValueError, match="input_size"):
         net(clip(size=64))
+
+
+@pytest.mark.parametrize("use_global_low", [False, True])
+@pytest.mark.parametrize("use_local_high", [False, True])
+def test_table_iv_ablation_rows_run_a_step(tmp_path, use_global_low, use_local_high):
+    """Spec D3.9: the four rows of experiment=tdpn_ablation_modules, one forward/backward step each
+    (MHSA and pyramid always on)."""
+    torch.manual_seed(5)
+    cfg = compose_config([*TINY_TDPN, f"model.network.use_global_low={use_global_low}",
+                          f"model.network.use_local_high={use_local_high}"], tmp_path)
+    net, loss = instantiate(cfg.model.network), instantiate(cfg.model.loss)
+    kinds = {type(m) for m in net.modules()}
+    assert (GlobalTemporalDifference in kinds, LocalTemporalDifference in kinds) == (use_global_low, use_local_high)
+    assert BoTSelfAttention in kinds
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    loss(net(clip()), torch.tensor([0, 1]))["loss"].backward()
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
