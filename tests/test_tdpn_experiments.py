@@ -1,6 +1,7 @@
 """TDPN recipes and the Table IV sweep (conf/experiment/tdpn_*.yaml): numbers of spec C9/O13/O14, the sweep's
 job list, and every recipe and every ablation job end to end at tiny scale through the CLI (slow)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from tempo.report import main as report_main
 from tempo.train import build_module
 from tests.conftest import CONF_DIR, TINY, compose_config
 
@@ -129,3 +131,7 @@ def test_ablation_sweep_runs_all_four_jobs_at_tiny_scale(tmp_path, synthetic_cac
         assert resolved["backbone"]["pretrained"] is None and resolved["model"]["network"]["use_mhsa"] is True
     assert combos == {(f"model.network.use_global_low={g}", f"model.network.use_local_high={loc}")
                       for g in ("false", "true") for loc in ("false", "true")}
+    assert report_main([str(sweep_dir)]) == 0  # the Table IV layout: one row per job, both switches as columns
+    with open(sweep_dir / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and {"model.network.use_global_low", "model.network.use_local_high"} <= set(table[0])
