@@ -1,13 +1,25 @@
-"""Run bookkeeping: per-epoch metric history, `summary.json` and the curves PNG."""
+"""Run bookkeeping: checkpoints, per-epoch metric history and console line, `summary.json`,
+the curves PNG, and the display of epoch numbers.
+
+Epochs are numbered from 1 wherever users read them (progress bar, console line, checkpoint
+names, `summary.json`, the plot): "epoch 3" is the third epoch. Lightning's own counter
+(`trainer.current_epoch`, the `epoch` key inside a `.ckpt`) stays 0-based.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+log = logging.getLogger(__name__)
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -20,15 +32,58 @@ def _floats(metrics: dict) -> dict[str, float]:
     return out
 
 
-class MetricsHistory(L.Callback):
-    """Keeps epoch-level metrics (train and val) whatever logger is configured."""
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose `last.ckpt` is the state at the end of every epoch (Lightning
+    rewrites it only with a new best), named with 1-based epochs, and that reloads its best
+    score when a run resumes in its folder."""
 
-    def __init__(self):
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["epoch"] = torch.tensor(trainer.current_epoch + 1)  # names: best-epoch001 = epoch 1
+        return candidates
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        saved = self._last_global_step_saved == trainer.global_step
+        if self.save_last and not saved and not trainer.sanity_checking and not trainer.fast_dev_run:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("dirpath", self.dirpath) != self.dirpath:
+            # a checkpoint from another folder: its best is not ours to replace or delete
+            log.info("resuming from a checkpoint saved in %s: best-checkpoint tracking starts afresh in %s",
+                     state_dict.get("dirpath"), self.dirpath)
+            return
+        super().load_state_dict(state_dict)
+
+
+class MetricsHistory(L.Callback):
+    """Keeps epoch-level metrics (train and val) whatever logger is configured, and prints
+    one plain line per epoch (it survives `| tee log` and lands in the run's train.log)."""
+
+    KEYS = ("train/loss_epoch", "train/top1", "val/top1", "val/top5", "val/mean_class")
+
+    def __init__(self, print_lines: bool = True):
         self.epochs: list[dict[str, float]] = []
+        self.print_lines = print_lines
+        self._started = time.time()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.time()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         row = {k: v for k, v in _floats(trainer.callback_metrics).items() if not k.endswith("_step")}
-        self.epochs.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
+        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, **row}
+        self.epochs.append(row)
+        if self.print_lines and trainer.is_global_zero:
+            log.info(self.line(row, trainer, time.time() - self._started))
+
+    def line(self, row: dict, trainer: L.Trainer, seconds: float) -> str:
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        shown = [k for k in self.KEYS if k in row] + sorted(k for k in row if k.startswith("val/top1_"))
+        values = "  ".join(f"{k.removesuffix('_epoch')} {row[k]:.4f}" for k in shown)
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        return f"epoch {row['epoch']}/{total}  step {row['step']}  {values}  lr {lr:.4g}  ({seconds:.1f} s)"
 
     def state_dict(self) -> dict:
         return {"epochs": self.epochs}
@@ -40,8 +95,48 @@ class MetricsHistory(L.Callback):
             self.epochs = saved
 
 
+class EpochRichProgressBar(RichProgressBar):
+    """Rich bar that shows "Epoch 3/12" for the third of twelve epochs."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        total = self.trainer.max_epochs
+        return f"Epoch {current_epoch + 1}" + (f"/{total}" if total and total > 0 else "")
+
+
+class EpochTQDMProgressBar(TQDMProgressBar):
+    """TQDM bar with 1-based epochs (used when Rich is not configured)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        total = trainer.max_epochs
+        self.train_progress_bar.set_description(
+            f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total and total > 0 else ""))
+
+
+class ParamSummary(ModelSummary):
+    """Lightning's parameter table without its FLOPs, which it counts as 0 for these networks
+    (`python -m tempo.profile` counts them)."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        columns = [c for c in summary_data if c[0] != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                                      total_flops, *columns)
+        log.info("\n" + table.rsplit("\n", 1)[0])  # the last line is "Total Flops"
+
+
+# distinct styles: val/top1 and val/mean_class are often equal on balanced sets
+CURVE_STYLES = {
+    "train/loss_epoch": {"marker": "o"},
+    "train/top1": {"marker": "^", "linestyle": ":"},
+    "val/top1": {"marker": "o", "linestyle": "-", "linewidth": 2.2},
+    "val/mean_class": {"marker": "s", "linestyle": "--", "markerfacecolor": "none", "markersize": 8},
+}
+
+
 def plot_curves(history: list[dict], path: Path) -> Path | None:
-    """Train loss and train/val top-1 per epoch, side by side."""
+    """Train loss and train/val accuracy per (1-based) epoch, side by side."""
     if not history:
         return None
     import matplotlib
@@ -50,12 +145,12 @@ def plot_curves(history: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] + 1 for h in history]
+    epochs = [h["epoch"] for h in history]
     for key, ax in (("train/loss_epoch", ax_loss), ("train/top1", ax_acc), ("val/top1", ax_acc),
                     ("val/mean_class", ax_acc)):
         ys = [h.get(key, float("nan")) for h in history]
         if any(math.isfinite(y) for y in ys):
-            ax.plot(epochs, ys, marker="o", label=key)
+            ax.plot(epochs, ys, label=key, **CURVE_STYLES[key])
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):

@@ -12,29 +12,37 @@ class ConfigError(ValueError):
     pass
 
 
-# dataset keys the real-dataset configs leave null for the user: what to pass, an example
-REQUIRED = {
-    "root": ("the folder holding the {name} videos", "/data/{name}"),
-    "annotations": ("the folder holding the {name} annotation files", "/data/{name}/annotations"),
-    "num_classes": ("the number of classes", "10"),
-}
+# the dataset folders the real-dataset configs leave null for the user: what they hold, an example
+DATASET_PATHS = {"root": ("videos", "/data/{name}"), "annotations": ("annotation files", "/data/{name}/annotations")}
+
+
+def dataset_path_problem(dataset: str | None, key: str, value) -> str | None:
+    """What is wrong with `dataset.<key>` (root or annotations), with the fix; None if fine.
+    The one copy of this check: train (start-up), the data module and `tempo.prepare` use it."""
+    what, example = DATASET_PATHS[key]
+    hint = (f"pass the folder holding the {dataset or 'dataset'} {what} "
+            f"(e.g. `dataset.{key}={example.format(name=dataset or '<name>')}`)")
+    if value is None:
+        return f"dataset.{key} is not set; {hint}"
+    if not Path(str(value)).expanduser().exists():
+        return f"dataset.{key}={value} does not exist; {hint}"
+    return None
 
 
 def _check_required(cfg: DictConfig) -> None:
-    for key, (what, example) in REQUIRED.items():
+    for key in DATASET_PATHS:
         if key in cfg.dataset and cfg.dataset[key] is None:
-            name = cfg.dataset.name
-            raise ConfigError(f"dataset.{key} is not set; pass {what.format(name=name)} "
-                              f"(e.g. `dataset.{key}={example.format(name=name)}`)")
+            raise ConfigError(dataset_path_problem(cfg.dataset.name, key, None))
+    if "num_classes" in cfg.dataset and cfg.dataset.num_classes is None:
+        raise ConfigError("dataset.num_classes is not set; pass the number of classes (e.g. `dataset.num_classes=10`)")
 
 
 def _check_paths(cfg: DictConfig) -> None:
-    for key in ("root", "annotations"):
+    for key in DATASET_PATHS:
         value = cfg.dataset.get(key)
-        if value is not None and not Path(str(value)).expanduser().exists():
-            raise ConfigError(f"dataset.{key}={value} does not exist; pass the folder holding the "
-                              f"{cfg.dataset.name} {'videos' if key == 'root' else 'annotation files'} "
-                              f"(e.g. `dataset.{key}=/data/{cfg.dataset.name}`)")
+        problem = dataset_path_problem(cfg.dataset.name, key, value) if value is not None else None
+        if problem:
+            raise ConfigError(problem)
 
 
 def _check_segments(cfg: DictConfig) -> None:
@@ -47,7 +55,16 @@ def _check_segments(cfg: DictConfig) -> None:
 
 
 def _check_schedule(cfg: DictConfig) -> None:
-    factor = (cfg.get("schedule") or {}).get("factor") or {}
+    schedule = cfg.get("schedule") or {}
+    factor = schedule.get("factor") or {}
+    if schedule.get("interval", "epoch") not in ("epoch", "step"):
+        raise ConfigError(f"schedule.interval must be 'epoch' or 'step', got {schedule.interval!r}")
+    start = schedule.get("warmup_start_factor", 0.1)
+    if not 0 < start <= 1:
+        raise ConfigError(f"schedule.warmup_start_factor must be in (0, 1] (the warm-up's first LR is "
+                          f"that × the LR), got {start}")
+    if schedule.get("warmup_epochs", 0) < 0:
+        raise ConfigError(f"schedule.warmup_epochs must be ≥ 0, got {schedule.warmup_epochs}")
     max_epochs = cfg.trainer.get("max_epochs")
     milestones = factor.get("milestones")
     if milestones is not None and list(milestones) != sorted(milestones):
@@ -59,9 +76,14 @@ def _check_schedule(cfg: DictConfig) -> None:
 
 
 def _check_accelerator(cfg: DictConfig) -> None:
-    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer asks for a GPU but CUDA is not available here; use trainer=cpu "
-                          "(or trainer.accelerator=auto)")
+    trainer = cfg.trainer
+    if trainer.get("accelerator") not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if str(trainer.get("strategy", "auto")).startswith("ddp") or trainer.get("devices") not in (1, "1", None):
+        raise ConfigError("trainer asks for GPUs (accelerator=gpu) but CUDA is not available here; for several "
+                          "processes on CPUs use trainer=ddp_cpu (e.g. `trainer=ddp_cpu trainer.devices=2`), "
+                          "for one use trainer=cpu")
+    raise ConfigError("trainer asks for a GPU (accelerator=gpu) but CUDA is not available here; use trainer=cpu")
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -9,6 +9,11 @@ options), and its weights are read from the Lightning checkpoint with ``weights_
 
 Writes ``tempo_robustness.csv`` (stride, top1, top5, mean_class, videos, excluded) and
 ``tempo_robustness.png`` (top-1 vs τ) in the run directory and prints the curve.
+
+``eval.save_attention=N`` (sparse-attention models, ``model=tcnn_sparse``): first writes, for the first N
+validation videos (the dataset's own sampling and centre crop), a PNG strip each into ``<run dir>/attention/``:
+original, discriminative and complementary frames side by side, peaks marked (``tempo.visualize``).
+``eval.tempo_strides=[]`` then skips the robustness curve.
 """
 
 from __future__ import annotations
@@ -30,17 +35,40 @@ from tempo.data.samplers import DenseSampler
 from tempo.models.weights import state_dict_mismatch
 from tempo.module import RecognitionModule
 from tempo.train import build_module
+from tempo.visualize import save_attention_strips
 
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("stride", "top1", "top5", "mean_class", "videos", "excluded")
 
 
-def check_strides(strides: Iterable[int]) -> list[int]:
+def check_strides(strides: Iterable[int], allow_empty: bool = False) -> list[int]:
     values = [int(s) for s in strides]
-    if not values or any(s < 1 for s in values):
-        raise ConfigError(f"eval.tempo_strides must be a non-empty list of positive frame strides, got {values}")
+    if (not values and not allow_empty) or any(s < 1 for s in values):
+        raise ConfigError(f"eval.tempo_strides must be a non-empty list of positive frame strides, got {values}"
+                          + ("" if allow_empty else " ([] is allowed with eval.save_attention=N)"))
     return values
+
+
+def attention_pngs(module: RecognitionModule, datamodule: VideoDataModule, count: int, out_dir: Path,
+                   device: str = "auto", frames: int = 4) -> list:
+    """PNG strips of the sparse attention for the first `count` validation videos (tempo.visualize)."""
+    if not hasattr(module.network, "forward_with_attention"):
+        raise ConfigError(f"eval.save_attention needs a sparse-attention model (model=tcnn_sparse), got "
+                          f"{type(module.network).__name__}")
+    target = torch.device("cuda" if device in ("auto", "cuda", "gpu") and torch.cuda.is_available() else "cpu")
+    module = module.to(target).eval()
+    datamodule.setup("validate")
+
+    def batches():
+        for batch in datamodule.val_dataloader():
+            batch = {k: v.to(target) if torch.is_tensor(v) else v for k, v in batch.items()}
+            yield module.on_after_batch_transfer(batch, 0)
+
+    paths = save_attention_strips(module.network, batches(), count, out_dir, module.mean, module.std,
+                                  datamodule.class_names, frames)
+    print(f"attention: {len(paths)} strips in {out_dir}")
+    return paths
 
 
 def load_module(cfg: DictConfig) -> RecognitionModule:
@@ -139,7 +167,10 @@ def run(cfg: DictConfig) -> list[dict]:
         raise ConfigError("ckpt_path is required: pass a checkpoint such as "
                           "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt")
     check_config(cfg)
-    strides = check_strides(cfg.eval.tempo_strides)
+    save_attention = int(cfg.eval.get("save_attention") or 0)
+    if save_attention < 0:
+        raise ConfigError(f"eval.save_attention must be a number of videos ≥ 0, got {save_attention}")
+    strides = check_strides(cfg.eval.tempo_strides, allow_empty=save_attention > 0)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     module = load_module(cfg)
@@ -147,6 +178,11 @@ def run(cfg: DictConfig) -> list[dict]:
     device = str(cfg.eval.device)
     if device not in ACCELERATORS:
         raise ConfigError(f"eval.device must be one of {sorted(ACCELERATORS)}, got {device!r}")
+    if save_attention:
+        attention_pngs(module, datamodule, save_attention, run_dir / "attention", device,
+                       int(cfg.eval.get("attention_frames") or 4))
+    if not strides:
+        return []
     rows = tempo_robustness(module, datamodule, int(cfg.dataset.num_segments), strides,
                             ACCELERATORS[device], cfg.eval.get("batch_size"))
     title = f"tempo robustness: {cfg.model.network._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"

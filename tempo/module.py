@@ -1,26 +1,27 @@
 """`RecognitionModule`: the one LightningModule — network + loss + metrics + optimisation.
 
 Batches arrive as uint8 and are normalised here, on the device. Validation/test use
-torchmetrics top-1, top-5 (micro) and mean-class (macro) accuracy; multi-view test
-batches (B, V, C, T, H, W) are run in chunks of views and averaged (softmax `prob`
-or logits `score`). Samples the loader marks invalid (undecodable) are excluded from
-the metrics and counted.
+torchmetrics top-1, top-5 (micro) and mean-class (macro) accuracy, plus top-1 of each entry
+of `outputs["branch_logits"]` when a network returns per-branch logits (`val/top1_<branch>`);
+multi-view test batches (B, V, C, T, H, W) are run in chunks of views and averaged (softmax
+`prob` or logits `score`), branches the same way. Samples the loader marks invalid
+(undecodable) are excluded from the metrics and counted, summed over processes.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tempo.losses import CrossEntropy
-from tempo.schedules import build_scheduler
+from tempo.metrics import BranchAccuracy, accuracy_metrics
+from tempo.schedules import build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +30,39 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def accuracy_metrics(num_classes: int) -> MetricCollection:
-    return MetricCollection({
-        "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-        "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        "mean_class": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
-    }, compute_groups=False)  # grouping is inferred from the first batch; wrong when it is tiny
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights became non-finite; `details` goes to summary.json."""
+
+    def __init__(self, message: str, details: dict):
+        super().__init__(message)
+        self.details = details
+
+
+def check_finite_weights(module: nn.Module, step: int, epoch: int) -> None:
+    """Raise before non-finite weights are evaluated or saved (one device sync)."""
+    params = [p.detach() for p in module.parameters()]
+    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+        bad = [name for name, p in module.named_parameters() if not p.detach().isfinite().all()]
+        raise TrainingDiverged(
+            f"the weights became non-finite by step {step} (epoch {epoch}; {len(bad)} tensors, e.g. {bad[:3]}); "
+            "nothing was saved from this state. Lower optimizer.lr or set trainer.gradient_clip_val.",
+            {"reason": "non-finite weights", "step": step, "epoch": epoch, "tensors": bad[:20]})
 
 
 def param_groups(model: nn.Module, weight_decay: float, bias_lr_mult: float = 1.0,
                  no_decay_norm_bias: bool = True) -> list[dict]:
     """Weights of conv/linear layers decay; norm parameters and biases do not.
-    Biases may get a larger LR (TSN recipes use ×2)."""
+    Biases may get a larger LR (TSN recipes use ×2). A network may name further parameters to
+    keep out of weight decay with a `no_weight_decay() -> set[str]` method (timm's convention),
+    e.g. learnable attention widths; they join the "norm" group."""
+    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    exempt_ids = {id(p) for n, p in model.named_parameters() if n in exempt}
     decay, norm, bias = [], [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            if isinstance(module, NORM_TYPES):
+            if isinstance(module, NORM_TYPES) or id(p) in exempt_ids:
                 norm.append(p)
             elif name == "bias":
                 bias.append(p)
@@ -92,9 +108,14 @@ class RecognitionModule(L.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1, 1), persistent=False)
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
+        self.val_branches = BranchAccuracy(num_classes, prefix="val/")
+        self.test_branches = BranchAccuracy(num_classes, prefix="test/")
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.excluded = {"val": 0, "test": 0}
-        self.decode_failures = 0
+        # counted per process, summed over processes when computed (DDP)
+        self.train_failures = SumMetric()
+        self.excluded_counts = nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})
+        self.excluded = {"val": 0, "test": 0}  # of the last val / test epoch, all processes
+        self.decode_failures = 0  # training samples replaced, all epochs, all processes
         self.lr_info: dict = {}
 
     # -- data ------------------------------------------------------------------------
@@ -127,71 +148,120 @@ class RecognitionModule(L.LightningModule):
         self.train_top1(outputs["logits"].detach(), batch["label"])
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=bs)
         failures = batch.get("num_failures", 0)
-        self.decode_failures += failures
-        self.log("train/decode_failures", float(failures), on_step=False, on_epoch=True,
-                 reduce_fx="sum", batch_size=bs)
+        if failures:  # host count: the device sees an update only when a video failed
+            self.train_failures.update(float(failures))
+        self.log("train/decode_failures", self.train_failures, on_step=False, on_epoch=True, batch_size=bs)
+        self._stop_if_non_finite(terms, batch)
         return terms["loss"]
 
-    def _valid(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        invalid = batch.get("num_invalid", 0)
-        if not invalid:
-            return slice(None), batch["label"]
-        self.excluded[stage] += invalid
-        return batch["valid"], batch["label"][batch["valid"]]
+    def _stop_if_non_finite(self, terms: dict, batch: dict) -> None:
+        """Stop at the first non-finite loss, before its update: what was saved stays finite."""
+        bad = not bool(torch.isfinite(terms["loss"].detach()))  # the progress bar syncs the loss anyway
+        if self.trainer.world_size > 1:  # every process must stop together
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        indices = [int(i) for i in batch["index"].tolist()] if "index" in batch else []
+        paths = self._train_paths(indices)
+        step, epoch = self.trainer.global_step, self.trainer.current_epoch + 1
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
+        raise TrainingDiverged(
+            f"non-finite loss at step {step} (epoch {epoch}): {shown}. Batch (dataset indices on this "
+            f"process): {indices}" + (f", videos: {paths}" if paths else "") + ". Nothing was saved from "
+            "this state; the checkpoints on disk are from the last finite epoch. Lower optimizer.lr "
+            "(or module.reference_batch_size scaling) or set trainer.gradient_clip_val.",
+            {"reason": "non-finite loss", "step": step, "epoch": epoch, "loss_terms": values,
+             "indices": indices, "videos": paths})
 
-    def _update(self, metrics: MetricCollection, scores: torch.Tensor, batch: dict, stage: str) -> None:
-        keep, labels = self._valid(batch, stage)
+    def _train_paths(self, indices: list[int]) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "datasets", {}).get("train") if datamodule is not None else None
+        records = getattr(dataset, "records", None)
+        return [str(records[i].path) for i in indices if i < len(records)] if records else []
+
+    def on_train_epoch_start(self) -> None:
+        self.train_failures.update(0.0)  # computed every epoch, also when nothing failed
+
+    def on_train_epoch_end(self) -> None:
+        check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)  # before saving
+        # callbacks read the metric first (it is computed once, on every process)
+        value = self.trainer.callback_metrics.get("train/decode_failures")
+        self.decode_failures += int(round(float(value))) if value is not None else 0
+
+    @staticmethod
+    def scored_outputs(outputs: dict) -> dict[str, torch.Tensor]:
+        """What evaluation scores: the main logits ("logits") and each branch's logits by name.
+        Other outputs (auxiliary heads, regularisers, attention maps) are ignored."""
+        branches = dict(outputs.get("branch_logits") or {})
+        if "logits" in branches:
+            raise ValueError('a network\'s "branch_logits" may not hold a branch named "logits"')
+        return {"logits": outputs["logits"], **branches}
+
+    def _update(self, stage: str, scores: dict[str, torch.Tensor], batch: dict) -> None:
+        labels, keep = batch["label"], slice(None)
+        invalid = batch.get("num_invalid", 0)
+        if invalid:
+            self.excluded_counts[stage].update(float(invalid))
+            keep = batch["valid"]
+            labels = labels[keep]
+        main = scores.pop("logits")
         if len(labels):
-            metrics.update(scores[keep], labels)
+            (self.val_metrics if stage == "val" else self.test_metrics).update(main[keep], labels)
+        (self.val_branches if stage == "val" else self.test_branches).update(scores, labels, keep)
+
+    def _log_epoch(self, stage: str) -> None:
+        metrics, branches = (self.val_metrics, self.val_branches) if stage == "val" else \
+            (self.test_metrics, self.test_branches)
+        self.log_dict({**metrics.compute(), **branches.compute()}, prog_bar=stage == "val", sync_dist=True)
+        counter = self.excluded_counts[stage]
+        self.excluded[stage] = int(round(float(counter.compute())))  # summed over processes
+        self.log(f"{stage}/excluded", float(self.excluded[stage]), sync_dist=True)  # same on all
+        for metric in (metrics, branches, counter):
+            metric.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._update(self.val_metrics, self.network(batch["video"])["logits"], batch, "val")
+        self._update("val", self.scored_outputs(self.network(batch["video"])), batch)
 
     def on_validation_epoch_start(self) -> None:
-        self.excluded["val"] = 0
+        self.excluded_counts["val"].update(0.0)
+        if self.trainer.state.fn == "fit":  # not when evaluating a saved model
+            check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
-        self.log("val/excluded", float(self.excluded["val"]), reduce_fx="sum", sync_dist=True)
-        self.val_metrics.reset()
+        self._log_epoch("val")
 
-    def multi_view_scores(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, V, C, T, H, W) → (B, K): average over views, `test_chunk` views at a time."""
+    def multi_view_scores(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, V, C, T, H, W) → {"logits": (B, K), <branch>: (B, K), …}: each averaged over the
+        views (softmax probabilities or logits, `test_reduce`), `test_chunk` views at a time."""
         b, v = video.shape[:2]
-        flat = video.flatten(0, 1)
-        chunk = max(1, self.test_chunk) * b
-        logits = torch.cat([self.network(part)["logits"].float() for part in flat.split(chunk)])
-        logits = logits.view(b, v, -1)
-        return logits.softmax(-1).mean(1) if self.test_reduce == "prob" else logits.mean(1)
+        chunks = [self.scored_outputs(self.network(part))
+                  for part in video.flatten(0, 1).split(max(1, self.test_chunk) * b)]
+        reduced = {}
+        for name in chunks[0]:
+            logits = torch.cat([chunk[name].float() for chunk in chunks]).view(b, v, -1)
+            reduced[name] = logits.softmax(-1).mean(1) if self.test_reduce == "prob" else logits.mean(1)
+        return reduced
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         video = batch["video"]
-        scores = self.multi_view_scores(video) if video.dim() == 6 else self.network(video)["logits"]
-        self._update(self.test_metrics, scores, batch, "test")
+        scores = self.multi_view_scores(video) if video.dim() == 6 else \
+            self.scored_outputs(self.network(video))
+        self._update("test", scores, batch)
 
     def on_test_epoch_start(self) -> None:
-        self.excluded["test"] = 0
+        self.excluded_counts["test"].update(0.0)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.log("test/excluded", float(self.excluded["test"]), reduce_fx="sum", sync_dist=True)
-        if self.excluded["test"]:
+        self._log_epoch("test")
+        if self.excluded["test"] and self.trainer.is_global_zero:
             log.warning("%d undecodable test videos were excluded from the accuracy", self.excluded["test"])
-        self.test_metrics.reset()
 
     # -- optimisation ------------------------------------------------------------------
     def global_batch_size(self) -> int:
         trainer = self.trainer
         batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
         return int(batch or 1) * trainer.world_size * trainer.accumulate_grad_batches
-
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps per epoch (for per-step schedules); 1 if unknown (iterable data)."""
-        _ = self.trainer.estimated_stepping_batches  # makes Lightning size the train loader
-        batches = self.trainer.num_training_batches
-        if not math.isfinite(batches):
-            return 1
-        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
 
     def configure_optimizers(self):
         probe = self.optimizer_factory(params=[nn.Parameter(torch.zeros(1))])
@@ -214,6 +284,10 @@ class RecognitionModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=groups, lr=lr)
         if not self.schedule:
             return optimizer
-        steps_per_epoch = self.steps_per_epoch()
-        scheduler = build_scheduler(optimizer, steps_per_epoch=steps_per_epoch, **self.schedule)
+        factor, interval = self.schedule["factor"], self.schedule.get("interval", "epoch")
+        start_factor = self.schedule.get("warmup_start_factor", 0.1)
+        span = run_span(self.trainer, interval, self.schedule.get("warmup_epochs", 0.0))
+        if self.trainer.is_global_zero:
+            log.info(describe(factor, span, interval, start_factor))
+        scheduler = build_scheduler(optimizer, factor, span, start_factor, interval)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

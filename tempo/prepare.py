@@ -37,6 +37,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tempo.config import dataset_path_problem
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.records import VideoRecord
 
@@ -371,13 +372,9 @@ def check_paths(cfg: DictConfig) -> None:
     for key in ("root", "annotations"):
         if key not in cfg.dataset.datamodule.reader:  # e.g. the synthetic set needs neither
             continue
-        value = cfg.dataset[key]
-        if value is None:
-            raise PrepareError(f"pass the {cfg.dataset.name} {'videos' if key == 'root' else 'annotations'} "
-                               f"folder: `{key}=/path` (or `dataset.{key}=/path`)")
-        if not Path(str(value)).exists():
-            raise PrepareError(f"{key}={value} does not exist; pass the folder holding the {cfg.dataset.name} "
-                               f"{'videos' if key == 'root' else 'annotation files'}")
+        problem = dataset_path_problem(cfg.dataset.name, key, cfg.dataset[key])
+        if problem:  # tempo.prepare also takes the short spelling
+            raise PrepareError(f"{problem}; here `{key}=/path` works too")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -4,16 +4,27 @@ No data is read: the network is built from the composed config (conf/profile.yam
 a `profile` section) and fed a random clip of the configured size, (B, 3, dataset.num_segments,
 dataset.input_size, dataset.input_size). Reported:
 
-* parameters: total, trainable, and per module (the network's children, the backbone's stages, each TCM);
-* GMACs for ONE clip: ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2) for the convolutions
-  and the classifier ("counter"), plus the TCM correlation added analytically with
-  ``tcm_correlation_macs`` ("correlation", spec B8). The counter does see the GEMMs of the correlation
-  (``correlation.py`` evaluates it as batched matrix products that do (W + 2R)/P times the necessary
-  multiply-adds, and shares the pair (F0, F1) between the two scales); those are replaced by the analytic
-  count, which is the cost of the operation as specified and what the papers report;
+* parameters: total, trainable, inference (without training-only modules), and per module (the network's
+  children, their children, and every labelled block);
+* GMACs for ONE clip in eval mode: ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2), plus the
+  analytic terms modules report for work the counter cannot count right;
 * throughput on the current device (``profile.device``): forward (eval, no grad) and forward+backward
   (train mode) clips/s for a batch of ``profile.batch_size`` clips, median of ``profile.repeats`` timed
   runs after ``profile.warmup`` untimed ones.
+
+Nothing here knows a particular model. A network is counted by FlopCounterMode alone unless it (or one of
+its modules) defines one of these optional hooks:
+
+* ``module.analytic_macs(input_shape: torch.Size) -> dict[str, int]``: multiply-adds of one forward call
+  whose first input had ``input_shape``, by term name (e.g. ``{"correlation": n}``). The matrix-product ops
+  the counter saw inside that module (``aten.mm``/``bmm``/``addmm``/``baddbmm``) are dropped and these terms
+  added instead; its convolutions and other ops stay counted. Use it for an op the counter misses or
+  over-counts (TCM's correlation runs as GEMMs that do (W + 2R)/P times the necessary work).
+* ``network.profile_blocks() -> dict[str, nn.Module]``: blocks that get a row of their own (parameters,
+  input shape, counter and analytic MACs), by label, e.g. ``{"TCM@res3": block}``.
+* ``network.training_only_modules() -> Iterable[nn.Module]``: modules that only run in training (e.g. an
+  auxiliary classifier); their parameters are listed under ``params.training_only`` and left out of
+  ``params.inference``. (GMACs are counted in eval mode, so such a module should not run there.)
 
 Printed as a rich table and written as JSON to ``<run dir>/profile.json`` (and to ``profile.json_out``).
 """
@@ -24,6 +35,7 @@ import json
 import logging
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,8 +46,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tempo.models.blocks.tcm import MultiScaleTemporalDynamics, TemporalCorrelationModule
-
 log = logging.getLogger(__name__)
 
 GEMM_OPS = ("aten.bmm", "aten.baddbmm", "aten.mm", "aten.addmm")
@@ -45,26 +55,43 @@ def num_params(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def tcm_blocks(model: nn.Module) -> dict[str, TemporalCorrelationModule]:
-    """Qualified name → TCM block, e.g. ``backbone.after_stage.2`` (the TCM after res3)."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, TemporalCorrelationModule)}
+def profile_blocks(model: nn.Module) -> dict[str, str]:
+    """Label → qualified module name of the blocks the network asks to report (``profile_blocks`` hook)."""
+    hook = getattr(model, "profile_blocks", None)
+    if hook is None:
+        return {}
+    names = {id(m): name for name, m in model.named_modules()}
+    return {label: names[id(block)] for label, block in hook().items()}
 
 
-def tcm_label(name: str) -> str:
-    """``backbone.after_stage.2`` → ``TCM@res3`` (stage k of the ResNet is res k+1)."""
-    stage = name.rsplit(".", 1)[-1]
-    return f"TCM@res{int(stage) + 1}" if stage.isdigit() else "TCM"
+def training_only_params(model: nn.Module) -> dict[str, int]:
+    """Qualified name → parameters of each module the network marks training-only (``training_only_modules``)."""
+    hook = getattr(model, "training_only_modules", None)
+    if hook is None:
+        return {}
+    names = {id(m): name for name, m in model.named_modules()}
+    return {names[id(m)]: num_params(m) for m in hook()}
 
 
 def param_table(model: nn.Module) -> dict[str, int]:
-    """Parameters per module: the network's children, their children (backbone stages) and every TCM."""
+    """Parameters per module: the network's children, their children (e.g. backbone stages), labelled blocks."""
     rows: dict[str, int] = {}
-    blocks = tcm_blocks(model)
+    blocks = set(profile_blocks(model).values())
     for name, module in model.named_modules():
         depth = name.count(".") + 1 if name else 0
         if (depth in (1, 2) or name in blocks) and num_params(module):
             rows[name] = num_params(module)
     return rows
+
+
+def param_report(model: nn.Module) -> dict:
+    training_only = training_only_params(model)
+    modules = dict(model.named_modules())
+    seen = {id(p) for name in training_only for p in modules[name].parameters()}
+    total = num_params(model)
+    return {"total": total, "trainable": num_params(model, trainable_only=True),
+            "inference": total - sum(p.numel() for p in model.parameters() if id(p) in seen),
+            "training_only": training_only, "modules": param_table(model)}
 
 
 def make_clip(cfg: DictConfig, batch: int, device: torch.device) -> torch.Tensor:
@@ -73,29 +100,39 @@ def make_clip(cfg: DictConfig, batch: int, device: torch.device) -> torch.Tensor
     return torch.randn(batch, 3, t, s, s, device=device)
 
 
-def _capture_tcm_inputs(model: nn.Module) -> tuple[dict[str, torch.Size], list]:
-    shapes: dict[str, torch.Size] = {}
-    handles = []
-    for name, block in tcm_blocks(model).items():
-        def hook(_module, args, name=name):
-            shapes[name] = args[0].shape
-        handles.append(block.register_forward_pre_hook(hook))
-    return shapes, handles
-
-
 def _counter_key(model: nn.Module, name: str) -> str:
     """FlopCounterMode's name of the submodule `name` ("" = the model itself)."""
     root = type(model).__name__
     return f"{root}.{name}" if name else root
 
 
-def count_macs(model: nn.Module, clip: torch.Tensor) -> dict:
-    """MACs of one forward pass on `clip` (per clip: divide by the batch), counter and analytic parts.
+def _within(name: str, block: str) -> bool:
+    return not block or name == block or name.startswith(block + ".")
 
-    Works for any module (a whole network or a single TCM block).
+
+def _record_inputs(model: nn.Module, watched: dict[str, nn.Module]) -> tuple[dict[str, list], list]:
+    """Forward pre-hooks: the first input's shape of every call of each watched module."""
+    shapes: dict[str, list] = defaultdict(list)
+    handles = []
+    for name, module in watched.items():
+        def hook(_module, args, name=name):
+            shapes[name].append(args[0].shape)
+        handles.append(module.register_forward_pre_hook(hook))
+    return shapes, handles
+
+
+def count_macs(model: nn.Module, clip: torch.Tensor) -> dict:
+    """MACs of one eval forward pass on `clip` (per clip: divide by the batch), for any module.
+
+    Returns ``counter_macs`` (FlopCounterMode, minus the GEMMs replaced by analytic terms),
+    ``analytic_macs`` (term → MACs, from ``analytic_macs`` hooks), ``total_macs``,
+    ``replaced_gemm_macs`` (what the counter saw where analytic terms stand) and ``blocks``
+    (label → the same split per ``profile_blocks`` block, with its params and input shape).
     """
-    mtdm_names = {_counter_key(model, n) for n, m in model.named_modules() if isinstance(m, MultiScaleTemporalDynamics)}
-    shapes, handles = _capture_tcm_inputs(model)
+    analytic = {n: m for n, m in model.named_modules() if callable(getattr(m, "analytic_macs", None))}
+    blocks = profile_blocks(model)
+    modules = dict(model.named_modules())
+    shapes, handles = _record_inputs(model, {**analytic, **{n: modules[n] for n in blocks.values()}})
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -105,24 +142,32 @@ def count_macs(model: nn.Module, clip: torch.Tensor) -> dict:
             h.remove()
     counts = counter.get_flop_counts()
 
-    def gemm_flops(key: str) -> int:
-        return sum(c for op, c in counts.get(key, {}).items() if str(op) in GEMM_OPS)
+    def gemm_macs(name: str) -> float:
+        return sum(c for op, c in counts.get(_counter_key(model, name), {}).items() if str(op) in GEMM_OPS) / 2
 
-    corr_gemm = sum(gemm_flops(k) for k in mtdm_names)
-    counter_macs = (counter.get_total_flops() - corr_gemm) / 2
-    blocks = {}
-    for name, block in tcm_blocks(model).items():
-        nt, _, h, w = shapes[name]
-        key = _counter_key(model, name)
-        mtdm = _counter_key(model, f"{name}.mtdm" if name else "mtdm")
-        conv = (sum(counts.get(key, {}).values()) - gemm_flops(mtdm)) / 2
-        corr = block.correlation_macs(h, w, batch=nt // block.num_segments)
-        blocks[tcm_label(name)] = {"module": name, "input": list(shapes[name]), "params": num_params(block),
-                                   "counter_macs": conv, "correlation_macs": corr, "total_macs": conv + corr}
-    correlation = sum(b["correlation_macs"] for b in blocks.values())
-    return {"counter_macs": counter_macs, "correlation_macs": correlation,
-            "total_macs": counter_macs + correlation, "correlation_gemm_macs_counted": corr_gemm / 2,
-            "tcm_blocks": blocks}
+    def terms_and_replaced(block: str) -> tuple[dict[str, int], float]:
+        terms: dict[str, int] = defaultdict(int)
+        replaced = 0.0
+        for name, module in analytic.items():
+            if not _within(name, block) or not shapes.get(name):
+                continue
+            replaced += gemm_macs(name)
+            for shape in shapes[name]:
+                for term, macs in module.analytic_macs(shape).items():
+                    terms[term] += int(macs)
+        return dict(terms), replaced
+
+    terms, replaced = terms_and_replaced("")
+    counter_macs = counter.get_total_flops() / 2 - replaced
+    report_blocks = {}
+    for label, name in blocks.items():
+        block_terms, block_replaced = terms_and_replaced(name)
+        counted = sum(counts.get(_counter_key(model, name), {}).values()) / 2 - block_replaced
+        report_blocks[label] = {"module": name, "input": list(shapes[name][0]) if shapes.get(name) else None,
+                                "params": num_params(modules[name]), "counter_macs": counted,
+                                "analytic_macs": block_terms, "total_macs": counted + sum(block_terms.values())}
+    return {"counter_macs": counter_macs, "analytic_macs": terms, "total_macs": counter_macs + sum(terms.values()),
+            "replaced_gemm_macs": replaced, "blocks": report_blocks}
 
 
 def _sync(device: torch.device) -> None:
@@ -172,31 +217,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _gmacs(macs: dict) -> dict:
+    return {"counter": macs["counter_macs"] / 1e9, "analytic": {k: v / 1e9 for k, v in macs["analytic_macs"].items()},
+            "total": macs["total_macs"] / 1e9}
+
+
 def profile_network(cfg: DictConfig) -> dict:
     """Build the network of `cfg` and measure it; returns the report (see the module docstring)."""
     opts = cfg.profile
     device = resolve_device(str(opts.device))
     model = instantiate(cfg.model.network).to(device)
-    params = param_table(model)
     report = {
         "model": cfg.model.network._target_,
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
         "dataset": cfg.dataset.name,
         "num_classes": int(cfg.dataset.num_classes),
         "clip": [3, int(cfg.dataset.num_segments), int(cfg.dataset.input_size), int(cfg.dataset.input_size)],
-        "params": {"total": num_params(model), "trainable": num_params(model, trainable_only=True),
-                   "modules": params},
+        "params": param_report(model),
     }
     macs = count_macs(model, make_clip(cfg, 1, device))
-    report["gmacs"] = {k: macs[k] / 1e9 for k in ("counter_macs", "correlation_macs", "total_macs",
-                                                  "correlation_gemm_macs_counted")}
-    report["tcm_blocks"] = {label: {**b, **{k.replace("_macs", "_gmacs"): b[k] / 1e9
-                                            for k in ("counter_macs", "correlation_macs", "total_macs")}}
-                            for label, b in macs["tcm_blocks"].items()}
+    report["gmacs"] = {**_gmacs(macs), "replaced_gemm": macs["replaced_gemm_macs"] / 1e9}
+    report["blocks"] = {label: {"module": b["module"], "input": b["input"], "params": b["params"], "gmacs": _gmacs(b)}
+                        for label, b in macs["blocks"].items()}
     if opts.repeats > 0:
         report["throughput"] = throughput(model, make_clip(cfg, int(opts.batch_size), device),
                                           int(opts.warmup), int(opts.repeats))
     return report
+
+
+def _split(g: dict) -> str:
+    """'counter + term1 + term2 = total' in GMACs."""
+    parts = [f"{g['counter']:.3f}", *(f"{v:.3f} ({k})" for k, v in g["analytic"].items())]
+    return " + ".join(parts) + (f" = {g['total']:.3f}" if g["analytic"] else "")
 
 
 def print_report(report: dict) -> None:
@@ -206,17 +258,21 @@ def print_report(report: dict) -> None:
     table = Table(title=f"{report['model']}  clip {report['clip']}  K={report['num_classes']}")
     table.add_column("module")
     table.add_column("params", justify="right")
-    labels = {b["module"]: label for label, b in report["tcm_blocks"].items()}
+    labels = {b["module"]: label for label, b in report["blocks"].items()}
     for name, n in report["params"]["modules"].items():
         table.add_row(f"{name} ({labels[name]})" if name in labels else name, f"{n:,}")
-    table.add_row("[b]total[/b]", f"[b]{report['params']['total']:,}[/b]")
+    params = report["params"]
+    table.add_row("[b]total[/b]", f"[b]{params['total']:,}[/b]")
+    if params["training_only"]:
+        table.add_row(f"inference (without training-only {', '.join(params['training_only'])})",
+                      f"{params['inference']:,}")
     g = report["gmacs"]
-    table.add_row("GMACs / clip: counter (conv, fc)", f"{g['counter_macs']:.3f}")
-    table.add_row("GMACs / clip: TCM correlation (analytic)", f"{g['correlation_macs']:.3f}")
-    table.add_row("[b]GMACs / clip: total[/b]", f"[b]{g['total_macs']:.3f}[/b]")
-    for label, b in report["tcm_blocks"].items():
-        table.add_row(f"  {label}: conv + correlation GMACs",
-                      f"{b['counter_gmacs']:.3f} + {b['correlation_gmacs']:.3f} = {b['total_gmacs']:.3f}")
+    table.add_row("GMACs / clip: FLOP counter", f"{g['counter']:.3f}")
+    for term, value in g["analytic"].items():
+        table.add_row(f"GMACs / clip: {term} (analytic)", f"{value:.3f}")
+    table.add_row("[b]GMACs / clip: total[/b]", f"[b]{g['total']:.3f}[/b]")
+    for label, b in report["blocks"].items():
+        table.add_row(f"  {label}: GMACs counter + analytic", _split(b["gmacs"]))
     if "throughput" in report:
         t = report["throughput"]
         table.add_row(f"forward clips/s ({t['device']}, batch {t['batch_size']})", f"{t['forward_clips_per_s']:.2f}")

@@ -1,85 +1,154 @@
-"""Learning-rate schedules as factor functions of training progress in epochs (float),
-with an optional linear warm-up; stepped per epoch or per optimiser step."""
+"""Learning-rate schedules: an optional linear warm-up, then a decay, built from torch's own
+schedulers (`LinearLR` → `CosineAnnealingLR` / `MultiStepLR` / `StepLR` in a `SequentialLR`).
+
+The config describes the decay in epochs (`MultiStep`, `Step`, `Cosine` below); the
+scheduler is sized from what Lightning will actually run (`trainer.estimated_stepping_batches`,
+which accounts for `max_epochs`, `max_steps`, `limit_train_batches`, devices and gradient
+accumulation) and stepped per epoch or per optimiser step (`interval`).
+"""
 
 from __future__ import annotations
 
-import bisect
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Span:
+    """How long things are, in scheduler steps (epochs or optimiser steps)."""
+
+    per_epoch: float  # scheduler steps per epoch: 1 (epoch interval) or optimiser steps per epoch
+    total: int  # scheduler steps the run will take
+    warmup: int  # of which warm-up
+
+    def steps(self, epochs: float) -> int:
+        return int(round(epochs * self.per_epoch))
 
 
 @dataclass
 class MultiStep:
+    """LR × gamma at each milestone epoch."""
+
     milestones: Sequence[float]
     gamma: float = 0.1
 
-    def __call__(self, epoch: float) -> float:
-        return self.gamma ** bisect.bisect_right(sorted(self.milestones), epoch)
+    def build(self, optimizer: Optimizer, span: Span) -> LRScheduler:
+        # the decay's own counter starts after the warm-up: milestones stay in run epochs
+        return MultiStepLR(optimizer, [max(span.steps(m) - span.warmup, 0) for m in self.milestones], self.gamma)
+
+    def describe(self) -> str:
+        return f"multistep ×{self.gamma:g} at epochs {list(self.milestones)}"
 
 
 @dataclass
 class Step:
+    """LR × gamma every `step_size` epochs."""
+
     step_size: float
     gamma: float = 0.1
 
-    def __call__(self, epoch: float) -> float:
-        return self.gamma ** math.floor(epoch / self.step_size)
+    def build(self, optimizer: Optimizer, span: Span) -> LRScheduler:
+        return StepLR(optimizer, max(1, span.steps(self.step_size)), self.gamma)
+
+    def describe(self) -> str:
+        return f"step ×{self.gamma:g} every {self.step_size:g} epochs"
 
 
 @dataclass
 class Cosine:
-    total_epochs: float
-    min_factor: float = 0.0
+    """Cosine decay from the LR to `min_factor` × LR over the run (after the warm-up).
 
-    def __call__(self, epoch: float) -> float:
-        progress = min(epoch / max(self.total_epochs, 1e-8), 1.0)
-        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@dataclass
-class Warmup:
-    """Linear ramp from `start_factor` to 1 over `epochs`, then `after`.
-
-    `steps_per_unit` converts the scheduler's counter to epochs (1 when stepped per
-    epoch, batches per epoch when stepped per step).
+    total_epochs: length of the decay; null (default) = the run as Lightning will run it.
+    `min_factor` is relative to the main LR; groups with an LR multiplier (biases) end at the
+    same absolute LR (torch's `eta_min` is one number).
     """
 
-    after: MultiStep | Step | Cosine
-    epochs: float = 0.0
-    start_factor: float = 0.1
-    steps_per_unit: float = 1.0
+    min_factor: float = 0.0
+    total_epochs: float | None = None
 
-    def __call__(self, count: int) -> float:
-        epoch = count / self.steps_per_unit
-        factor = self.after(epoch)
-        if epoch < self.epochs:
-            factor *= self.start_factor + (1 - self.start_factor) * epoch / self.epochs
-        return factor
+    def build(self, optimizer: Optimizer, span: Span) -> LRScheduler:
+        total = span.steps(self.total_epochs) if self.total_epochs and self.total_epochs > 0 else span.total
+        length = total - span.warmup
+        if length < 1:
+            log.warning("the warm-up (%d scheduler steps) covers the whole run (%d): no cosine decay",
+                        span.warmup, total)
+        eta_min = self.min_factor * optimizer.param_groups[0]["initial_lr"]
+        return CosineAnnealingLR(optimizer, T_max=max(length, 1), eta_min=eta_min)
+
+    def describe(self) -> str:
+        return f"cosine to {self.min_factor:g}×"
 
 
-class FactorLR(LambdaLR):
-    """LambdaLR whose checkpoint holds only counters: the factor is rebuilt from the config,
-    so checkpoints stay loadable with `weights_only=True`."""
+class RunSchedule(SequentialLR):
+    """Warm-up + decay. Its checkpoint holds only the step count: resuming rebuilds the
+    schedule from the config (sized for the run being resumed) and replays it to that step,
+    so checkpoints stay loadable with `weights_only=True` and never carry a stale length."""
+
+    def __init__(self, optimizer: Optimizer, build: Callable[[], tuple[list[LRScheduler], list[int]]]):
+        self._build = build
+        self._base_lrs = [group["lr"] for group in optimizer.param_groups]
+        schedulers, milestones = build()
+        super().__init__(optimizer, schedulers, milestones)
 
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["lr_lambdas"] = [None] * len(self.lr_lambdas)
-        return state
+        return {"last_epoch": self.last_epoch}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        state = {k: v for k, v in state_dict.items() if k != "lr_lambdas"}
-        self.__dict__.update(state)
+        target = int(state_dict["last_epoch"])
+        for group, lr in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = group["initial_lr"] = lr  # the optimiser's checkpoint holds the last LR
+        schedulers, milestones = self._build()
+        super().__init__(self.optimizer, schedulers, milestones)
+        while self.last_epoch < target:
+            self.step()
 
 
-def build_scheduler(optimizer: Optimizer, factor, steps_per_epoch: int, warmup_epochs: float = 0.0,
+def run_span(trainer, interval: str, warmup_epochs: float) -> Span:
+    """Scheduler steps of the run Lightning will actually do."""
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()  # sizes the train loader (max_epochs=-1 would skip it)
+    total_steps = trainer.estimated_stepping_batches
+    batches = trainer.num_training_batches
+    if not math.isfinite(total_steps):
+        raise ValueError("the number of training steps is unknown (an iterable dataset without "
+                         "trainer.max_steps); set trainer.max_steps so the LR schedule can be sized")
+    steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches)) \
+        if math.isfinite(batches) else int(total_steps)
+    if interval == "step":
+        per_epoch, total = steps_per_epoch, int(total_steps)
+    else:
+        per_epoch, total = 1, max(1, math.ceil(total_steps / steps_per_epoch))
+    return Span(per_epoch=per_epoch, total=total, warmup=int(round(warmup_epochs * per_epoch)))
+
+
+def build_scheduler(optimizer: Optimizer, factor: MultiStep | Step | Cosine, span: Span,
                     warmup_start_factor: float = 0.1, interval: str = "epoch") -> dict:
-    """A Lightning `lr_scheduler` config dict."""
+    """A Lightning `lr_scheduler` config dict for `factor` (the decay) after `span.warmup` steps
+    of linear warm-up from `warmup_start_factor` × LR."""
     if interval not in ("epoch", "step"):
         raise ValueError(f"schedule.interval must be 'epoch' or 'step', got {interval!r}")
-    per_unit = steps_per_epoch if interval == "step" else 1
-    lam = Warmup(factor, warmup_epochs, warmup_start_factor, max(per_unit, 1))
-    return {"scheduler": FactorLR(optimizer, lam), "interval": interval, "frequency": 1}
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+
+    def build() -> tuple[list[LRScheduler], list[int]]:
+        decay = factor.build(optimizer, span)
+        if span.warmup <= 0:
+            return [decay], []
+        warmup = LinearLR(optimizer, start_factor=warmup_start_factor, end_factor=1.0, total_iters=span.warmup)
+        return [warmup, decay], [span.warmup]
+
+    scheduler = RunSchedule(optimizer, build)
+    return {"scheduler": scheduler, "interval": interval, "frequency": 1}
+
+
+def describe(factor, span: Span, interval: str, warmup_start_factor: float) -> str:
+    unit = "steps" if interval == "step" else "epochs"
+    warm = f", linear warm-up over {span.warmup} {unit} from {warmup_start_factor:g}×" if span.warmup else ""
+    return f"schedule: {factor.describe()} over {span.total} {unit} (stepped per {interval}){warm}"

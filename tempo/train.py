@@ -1,9 +1,15 @@
-"""`python -m tempo.train [overrides]`: compose → seed → build → fit → test → summary.json."""
+"""`python -m tempo.train [overrides]`: compose → seed → build → fit → test → summary.json.
+
+A run that diverges (non-finite loss or weights) stops at once, keeps the checkpoints of its
+last finite epoch, records the failure in summary.json and exits with status 1. Resuming
+(`ckpt_path=<run>/checkpoints/last.ckpt`) continues in that run's folder.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -11,19 +17,28 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tempo.callbacks import MetricsHistory, _floats, plot_curves, write_summary
+from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
 from tempo.config import check_config
+from tempo.module import TrainingDiverged
+from tempo.quiet import quiet_startup
 
 log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     # the LR monitor writes through a logger; with logger=none the LR is still in summary.json
-    return [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
+    callbacks = [c for c in callbacks if has_logger or not isinstance(c, LearningRateMonitor)]
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(EpochTQDMProgressBar())  # Lightning's default, with 1-based epochs
+    if trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
+        callbacks.append(ParamSummary())
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -42,20 +57,89 @@ def build_module(cfg: DictConfig, network=None):
                    schedule=schedule)
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    path = Path(cfg.paths.output_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def is_rank_zero() -> bool:
+    """Before the trainer exists: the launcher's environment says which process this is."""
+    return all(int(os.environ.get(key, 0)) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def resumed_run_dir(ckpt_path: str | None) -> Path | None:
+    """The tempo run folder a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if any."""
+    if not ckpt_path or ckpt_path in ("last", "best"):
+        return None
+    folder = Path(ckpt_path).resolve().parent
+    run = folder.parent
+    return run if folder.name == "checkpoints" and (run / "config_resolved.yaml").is_file() else None
+
+
+def continue_in(cfg: DictConfig, run_dir: Path) -> None:
+    """Point every output of `cfg` at the resumed run's folder; loggers start a new version
+    there (CSVLogger would delete the earlier metrics.csv)."""
+    fresh = Path(cfg.paths.output_dir)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        versions = len(list(run_dir.glob("*/resumed-*"))) + 1
+        for logger in (cfg.get("logger") or {}).values():
+            if logger is not None and logger.get("version", None) == "":
+                logger.version = f"resumed-{versions}"
+    if is_rank_zero() and fresh.resolve() != run_dir.resolve():
+        fresh.mkdir(parents=True, exist_ok=True)
+        link = fresh / "resumed_run"
+        if not link.exists():
+            link.symlink_to(run_dir.resolve(), target_is_directory=True)
+        log.info("resuming in the original run folder %s (linked from %s)", run_dir, link)
+
+
+def backbone_name(cfg: DictConfig) -> str | None:
+    """The backbone config's name (e.g. resnet_tiny): Hydra's choice, else the option file that
+    matches the composed config best (in-process runs have no Hydra context)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("backbone")
+    composed = OmegaConf.to_container(cfg.backbone, resolve=True)
+    best, best_score = None, float("-inf")
+    for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
+        option = OmegaConf.to_container(OmegaConf.load(path))
+        option = {k: v for k, v in option.items() if k != "defaults"}
+        score = sum(1 if composed.get(k) == v else -1 for k, v in option.items() if k != "pretrained")
+        if option.get("_target_") == composed.get("_target_") and score > best_score:
+            best, best_score = path.stem, score
+    return best
+
+
+def checkpoint_epoch(path: str | None) -> int | None:
+    """1-based epoch a checkpoint was saved at (read from the file, so it always matches)."""
+    if not path or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["epoch"]) + 1
+
+
+def fit(trainer: L.Trainer, module, datamodule, ckpt_path) -> dict | None:
+    """`trainer.fit`; a diverging run returns the failure instead of raising."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except TrainingDiverged as err:
+        log.error("training stopped: %s", err)
+        return {"message": str(err), **err.details}
+    return None
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train and test as `cfg` says; returns the summary (also written to summary.json)."""
+    """Train and test as `cfg` says; returns the summary (also written to summary.json).
+    Raises `TrainingDiverged` (after writing summary.json) when the run diverged."""
     start = time.time()
+    quiet_startup()
     check_config(cfg)
-    run_dir = output_dir(cfg)
+    resumed = resumed_run_dir(cfg.get("ckpt_path"))
+    if resumed is not None:
+        continue_in(cfg, resumed)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = run_dir / "config_resolved.yaml"
-    resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
+    if is_rank_zero():
+        resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.dataset.datamodule, report_dir=str(run_dir))
     module = build_module(cfg)
@@ -64,7 +148,7 @@ def run(cfg: DictConfig) -> dict:
     callbacks = [*build_callbacks(cfg, bool(loggers)), history]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
     fit_metrics = _floats(trainer.callback_metrics)
 
     checkpoint = trainer.checkpoint_callback
@@ -73,43 +157,45 @@ def run(cfg: DictConfig) -> dict:
     last = checkpoint.last_model_path if checkpoint else ""
     best_score = checkpoint.best_model_score if checkpoint else None
     test_metrics: dict = {}
-    if cfg.get("run_test", True):
+    if cfg.get("run_test", True) and failure is None:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         test_metrics = _floats(results[0]) if results else {}
 
     metric = cfg.get("optimized_metric")
     best_score = float(best_score) if best_score is not None else fit_metrics.get(metric)
     summary = {
+        "status": "completed" if failure is None else "diverged",
         "model": cfg.model.network._target_,
-        "backbone": cfg.backbone.get("depth"),
+        "backbone": backbone_name(cfg),
         "dataset": cfg.dataset.name,
-        "best": {"metric": metric, "value": best_score,
-                 "epoch": _best_epoch(history.epochs, metric)},
+        "best": {"metric": metric, "value": best_score, "epoch": checkpoint_epoch(best)},
         "final": fit_metrics,
         "test": test_metrics,
-        "checkpoints": {"best": best or None, "last": last or None},
+        "checkpoints": {"best": best if best and Path(best).is_file() else None,
+                        "last": last if last and Path(last).is_file() else None},
         "lr": getattr(module, "lr_info", {}),
         "decode_failures": module.decode_failures,
         "excluded": dict(module.excluded),
-        "epochs": trainer.current_epoch,
+        "dropped_missing": dict(getattr(datamodule, "dropped", {})),
+        "epochs": trainer.current_epoch,  # completed epochs (the last one is numbered this in the logs)
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
         "config": str(resolved),
         "run_dir": str(run_dir),
+        "resumed_from": cfg.get("ckpt_path"),
         "history": history.epochs,
     }
+    if failure is not None:
+        summary["failure"] = failure
     if trainer.is_global_zero:
         plot = plot_curves(history.epochs, run_dir / "curves.png")
         summary["curves"] = str(plot) if plot else None
         write_summary(run_dir / "summary.json", summary)
         print(f"summary: {run_dir / 'summary.json'}  best {metric}={best_score}  "
               f"test={ {k: round(v, 4) for k, v in test_metrics.items()} }")
+    if failure is not None:
+        raise TrainingDiverged(failure["message"], failure)
     return summary
-
-
-def _best_epoch(history: list[dict], metric: str | None) -> int | None:
-    scored = [(h[metric], h["epoch"]) for h in history if metric and metric in h]
-    return max(scored)[1] if scored else None
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -117,7 +203,16 @@ def main(cfg: DictConfig) -> float | None:
     if os.environ.get("TEMPO_PRINT_CONFIG"):
         print(OmegaConf.to_yaml(cfg))
     torch.set_float32_matmul_precision("high")
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except TrainingDiverged as err:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # one diverging job does not end the sweep; its summary says so
+        sys.exit(1)
     return summary["best"]["value"]
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tempo.data import manifest as manifest_mod
+from tempo.data import sources as sources_mod
 from tempo.data.flip import flip_label_map, left_right_pairs, swap_left_right
-from tempo.data.manifest import FrameManifest, default_cache_dir, probe_num_frames
+from tempo.data.manifest import FrameManifest, default_manifest_dir, probe_num_frames
 from tempo.data.official import (
     PARSERS,
     class_folder_name,
@@ -28,7 +28,8 @@ from tempo.data.official import (
     parse_sthv2,
     parse_ucf101,
 )
-from tempo.data.records import AnnotationError, VideoRecord
+from tempo.data.records import AnnotationError, VideoRecord, check_labels, read_list
+from tempo.data.sources import DecodeError
 from tests.official_fixtures import (
     DIVING_VOCAB,
     HMDB_CLASSES,
@@ -846,18 +847,61 @@ def test_probe_frame_folder_and_pyav_fallback(built, monkeypatch):
     video = parse_diving48(*reversed(built["diving48"]), "train").records[0].path
     assert probe_num_frames(video) == 12
 
-    def broken(path):
-        raise RuntimeError("decord unavailable")
+    class BrokenDecord:
+        def __init__(self, path, num_threads=1):
+            raise DecodeError(str(path), "decord could not open it")
 
-    monkeypatch.setattr(manifest_mod, "_decord_frames", broken)
+    # the manifest probes through the one decord → PyAV fallback of tempo.data.sources
+    monkeypatch.setattr(sources_mod, "DecordSource", BrokenDecord)
     assert probe_num_frames(video) == 12
+    def broken_pyav(self, path):
+        raise DecodeError(str(path), "PyAV could not open it")
+
+    monkeypatch.setattr(sources_mod.PyAVSource, "__init__", broken_pyav)
+    with pytest.raises(DecodeError, match="decord could not open it; PyAV could not open it"):
+        probe_num_frames(video)
 
 
-def test_manifest_default_cache_dir_honours_xdg(tmp_path, monkeypatch):
+def test_manifest_default_dir_follows_the_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEMPO_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "tempo" / "manifests"
+    assert default_manifest_dir() == tmp_path / "xdg" / "tempo" / "manifests"
     assert FrameManifest(tmp_path / "data").path.parent == tmp_path / "xdg" / "tempo" / "manifests"
+    monkeypatch.setenv("TEMPO_CACHE_DIR", str(tmp_path / "tc"))
+    assert FrameManifest(tmp_path / "data").path.parent == tmp_path / "tc" / "manifests"
+    monkeypatch.delenv("TEMPO_CACHE_DIR")
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert default_cache_dir() == Path.home() / ".cache" / "tempo" / "manifests"
+    assert default_manifest_dir() == Path.home() / ".cache" / "tempo" / "manifests"
     a, b = FrameManifest(tmp_path / "a" / "data", tmp_path), FrameManifest(tmp_path / "b" / "data", tmp_path)
     assert a.path != b.path  # keyed by the absolute root, not just its name
+
+
+# -- labels outside dataset.num_classes name the annotation file and line -----------------------------------
+@pytest.mark.parametrize("dataset", ["kinetics400", "sthv1", "ucf101", "hmdb51", "sthv2", "diving48"])
+def test_label_error_names_annotation_file_and_line(built, dataset):
+    root, ann = built[dataset]
+    parsed = parse_official(dataset, ann, root, "train")
+    record = max(parsed.records, key=lambda r: r.label)
+    with pytest.raises(AnnotationError) as err:
+        check_labels(parsed.records, record.label, "train annotations")  # one class too few
+    message = str(err.value)
+    where = message.split(" (", 1)[0]
+    assert f"has label {record.label}, outside [0, {record.label})" in message
+    if dataset in ("sthv2", "diving48"):  # JSON lists: the entry
+        file, entry = where.split(": entry ")
+        index = int(entry.split()[0])
+        video_id = Path(record.path).name.split(".")[0]
+        assert str(json.loads(Path(file).read_text())[index]).count(video_id)
+    else:  # text files: file:line, 1-based
+        file, line = where.rsplit(":", 1)
+        text_line = Path(file).read_text(encoding="utf-8-sig").splitlines()[int(line) - 1]
+        name = Path(record.path).name.split(".")[0] if dataset != "kinetics400" else record.path.split("/")[-1][:11]
+        assert name in text_line, (text_line, record.path)
+
+
+def test_label_error_of_a_list_file_names_its_line(tmp_path):
+    lst = tmp_path / "train.txt"
+    lst.write_text("# comment\na.mp4 0\n\nb.mp4 5\n")
+    with pytest.raises(AnnotationError, match=rf"^{tmp_path}/train\.txt:4 \(b\.mp4\) has label 5, outside \[0, 5\)"):
+        check_labels(read_list(lst), 5, "train annotations")
+    assert read_list(lst)[1] == VideoRecord("b.mp4", 5)  # origin takes no part in equality

@@ -104,3 +104,26 @@ def test_decord_failure_falls_back_to_pyav(tmp_path):
     path = write_video(tmp_path / "w48.mp4", moving_bar(w=48))
     frames = DecordSource(path).read([0, 5])
     np.testing.assert_array_equal(frames.numpy(), PyAVSource(path).read([0, 5]).numpy())
+
+
+@pytest.mark.parametrize("env", [{"TEMPO_CACHE_DIR": "tc", "XDG_CACHE_HOME": "xdg"}, {"XDG_CACHE_HOME": "xdg"}, {}])
+def test_cache_dir_default_is_one_rule(env, tmp_path, monkeypatch):
+    """conf/train.yaml's paths.cache_dir, the synthetic set and the frame manifests agree on the cache folder."""
+    from hydra import compose, initialize_config_dir
+
+    from tempo.data.cache import default_cache_dir
+    from tempo.data.manifest import FrameManifest
+    from tempo.data.synthetic import SyntheticVideos
+    from tests.conftest import CONF_DIR
+
+    for key in ("TEMPO_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(tmp_path / value))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = tmp_path / ("tc" if "TEMPO_CACHE_DIR" in env else "xdg/tempo" if env else "home/.cache/tempo")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=unused"])
+    assert Path(cfg.paths.cache_dir) == default_cache_dir() == expected
+    assert SyntheticVideos().root.parent == expected / "synthetic"
+    assert FrameManifest(tmp_path / "data").cache_dir == expected / "manifests"

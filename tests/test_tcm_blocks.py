@@ -398,15 +398,75 @@ def test_patch_size_by_position_and_cost() -> None:
     assert TemporalCorrelationModule(8, 512, use_mtdm=False).correlation_macs(28, 28) == 0
 
 
-@pytest.mark.parametrize("use_mtdm, use_tam", [(True, True), (True, False)])
-def test_zero_init_last_bn_is_identity(use_mtdm: bool, use_tam: bool) -> None:
+SWITCHES = [(True, True), (True, False), (False, True)]  # (use_mtdm, use_tam) with a branch
+
+
+@pytest.mark.parametrize("use_mtdm, use_tam", SWITCHES)
+def test_identity_init_is_identity_and_official_is_not(use_mtdm: bool, use_tam: bool) -> None:
     x = torch.randn(8, 32, 9, 10)
     tcm = TemporalCorrelationModule(4, 32, patch_size=7, reduced_channels=16, use_mtdm=use_mtdm,
-                                    use_tam=use_tam, zero_init_last_bn=True)
+                                    use_tam=use_tam, init="identity")
+    assert tcm.branch_gain.shape == (32,) and not tcm.branch_gain.any()
     assert torch.equal(tcm.train()(x), x)
     assert torch.equal(tcm.eval()(x), x)
-    default = TemporalCorrelationModule(4, 32, patch_size=7, reduced_channels=16)
-    assert not torch.equal(default(x), x)  # the official init is not the identity (B6)
+    official = TemporalCorrelationModule(4, 32, patch_size=7, reduced_channels=16, use_mtdm=use_mtdm,
+                                         use_tam=use_tam)
+    assert official.branch_gain is None
+    assert (official(x) - x).abs().amax() > 1e-3  # the official init is not the identity (B6)
+    # the gain is the only extra parameter
+    assert n_params(tcm) == n_params(official) + 32
+
+
+def _train_steps(tcm: TemporalCorrelationModule, steps: int, seed: int = 6) -> dict[str, torch.Tensor]:
+    """`steps` SGD steps on a random regression loss; returns each parameter's gradient of the LAST step."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 32, 10, 11, generator=gen)
+    target = torch.randn(x.shape, generator=gen)
+    opt = torch.optim.SGD(tcm.parameters(), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        (tcm(x) * target).sum().backward()
+        grads = {name: p.grad.clone() for name, p in tcm.named_parameters()}
+        opt.step()
+    return grads
+
+
+@pytest.mark.parametrize("use_mtdm, use_tam", SWITCHES)
+def test_official_init_every_parameter_gets_gradient_at_step_one(use_mtdm: bool, use_tam: bool) -> None:
+    tcm = TemporalCorrelationModule(4, 32, patch_size=7, reduced_channels=16, use_mtdm=use_mtdm, use_tam=use_tam)
+    grads = _train_steps(tcm, steps=1)
+    assert len(grads) == len(list(tcm.parameters())) > 0
+    dead = [name for name, g in grads.items() if not (torch.isfinite(g).all() and g.abs().sum() > 0)]
+    assert not dead, f"parameters without gradient: {dead}"
+
+
+@pytest.mark.parametrize("use_mtdm, use_tam", SWITCHES)
+def test_identity_init_learns(use_mtdm: bool, use_tam: bool) -> None:
+    """Step 1: only the zero gain gets a gradient (the branch is multiplied by g = 0); that step moves g off 0,
+    so from step 2 on every parameter of the block gets a non-zero gradient (spec D2 item 8)."""
+    tcm = TemporalCorrelationModule(4, 32, patch_size=7, reduced_channels=16, use_mtdm=use_mtdm, use_tam=use_tam,
+                                    init="identity")
+    first = _train_steps(tcm, steps=1)
+    assert first["branch_gain"].abs().sum() > 0
+    assert all(g.abs().sum() == 0 for name, g in first.items() if name != "branch_gain")
+    assert tcm.branch_gain.abs().sum() > 0  # the optimiser step moved the gain
+    second = _train_steps(tcm, steps=1)
+    dead = [name for name, g in second.items() if not (torch.isfinite(g).all() and g.abs().sum() > 0)]
+    assert not dead, f"parameters without gradient after one optimiser step: {dead}"
+
+
+def test_bad_init_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"model\.network\.init.*'official', 'identity'"):
+        TemporalCorrelationModule(4, 32, patch_size=7, init="zero")
+
+
+def test_zeroed_last_bn_would_be_a_dead_branch() -> None:
+    """Why there is no zero-BN option: γ = β = 0 on the TAM's last BN (a ReLU follows) gives no gradient."""
+    tcm = TemporalCorrelationModule(4, 32, patch_size=7, reduced_channels=16)
+    torch.nn.init.zeros_(tcm.tam.last_bn.weight)
+    torch.nn.init.zeros_(tcm.tam.last_bn.bias)
+    grads = _train_steps(tcm, steps=2)
+    assert all(g.abs().sum() == 0 for g in grads.values())
 
 
 def test_reduction_conv_gets_gradient() -> None:
@@ -415,8 +475,7 @@ def test_reduction_conv_gets_gradient() -> None:
     tcm = TemporalCorrelationModule(8, 32, patch_size=7, reduced_channels=16)
     (tcm(x) * torch.randn(x.shape, generator=gen)).sum().backward()
     grad = tcm.mtdm.reduce[0].weight.grad
-    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert all(p.grad is not None for p in tcm.parameters())
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_ablation_switches() -> None:
@@ -431,9 +490,9 @@ def test_ablation_switches() -> None:
     for module in (no_mtdm, no_tam):
         out = module(x)
         assert out.shape == x.shape and not torch.equal(out, x)
-        out.sum().backward()
-    none = TemporalCorrelationModule(4, 24, use_mtdm=False, use_tam=False)
-    assert n_params(none) == 0 and none(x) is x
+    for init in ("official", "identity"):
+        none = TemporalCorrelationModule(4, 24, use_mtdm=False, use_tam=False, init=init)
+        assert n_params(none) == 0 and none(x) is x
 
 
 def test_tcm_under_autocast_keeps_input_dtype() -> None:

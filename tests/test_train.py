@@ -1,5 +1,6 @@
 """End-to-end runs of the default pipeline on a tiny synthetic set."""
 
+import csv
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import torch
 
 from tempo.config import ConfigError
 from tempo.train import run
+from tests.conftest import TINY, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,22 +27,60 @@ def test_fit_writes_summary_checkpoints_and_curves(tiny_cfg):
     assert {"test/top1", "test/top5", "test/mean_class"} <= on_disk["test"].keys()
     assert Path(on_disk["checkpoints"]["last"]).name == "last.ckpt" and Path(on_disk["checkpoints"]["best"]).is_file()
     assert Path(on_disk["config"]).is_file() and "RecognitionModule" in Path(on_disk["config"]).read_text()
-    assert on_disk["wall_time_s"] > 0 and on_disk["epochs"] == 2
-    assert [h["epoch"] for h in on_disk["history"]] == [0, 1]
+    assert on_disk["wall_time_s"] > 0 and on_disk["epochs"] == 2 and on_disk["status"] == "completed"
+    assert [h["epoch"] for h in on_disk["history"]] == [1, 2]  # 1-based wherever users read epochs
+    assert on_disk["backbone"] == "resnet_tiny" and on_disk["dropped_missing"] == {"train": 0, "val": 0, "test": 0}
+    best_epoch = on_disk["best"]["epoch"]
+    assert Path(on_disk["checkpoints"]["best"]).name == f"best-epoch{best_epoch:03d}.ckpt"
     assert (run_dir / "curves.png").stat().st_size > 1000
     assert (run_dir / "csv" / "metrics.csv").is_file()
     assert on_disk["lr"]["lr"] == pytest.approx(0.01) and on_disk["decode_failures"] == 0
     assert summary["global_step"] == on_disk["global_step"] > 0
 
 
-def test_resume_from_last_checkpoint(tiny_cfg):
-    first = run(tiny_cfg("trainer.max_epochs=1"))
+def _epoch_in(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]  # 0-based inside the file
+
+
+def test_last_checkpoint_is_the_final_state(tiny_cfg):
+    """Issue 7 defect 1: last.ckpt was rewritten only with a new best. val/excluded is 0 every
+    epoch, so only epoch 1 is ever "best"."""
+    summary = run(tiny_cfg("trainer.max_epochs=3", "optimized_metric=val/excluded", "run_test=false"))
+    last = summary["checkpoints"]["last"]
+    assert Path(last).name == "last.ckpt" and _epoch_in(last) == 2
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == summary["global_step"]
+    assert summary["best"]["epoch"] == 1 and Path(summary["checkpoints"]["best"]).name == "best-epoch001.ckpt"
+
+
+def test_resume_continues_in_the_run_folder(tmp_path, synthetic_cache, recwarn):
+    first = run(compose_config([*TINY, "optimized_metric=val/excluded", "logger=csv"], tmp_path / "first",
+                               synthetic_cache))
     last = first["checkpoints"]["last"]
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # loadable without pickled objects
-    assert ckpt["epoch"] == 0
-    resumed = run(tiny_cfg("trainer.max_epochs=2", f"ckpt_path={last}"))
-    assert resumed["epochs"] == 2
-    assert resumed["global_step"] == 2 * first["global_step"]
+    assert _epoch_in(last) == 0
+    resumed = run(compose_config([*TINY, "optimized_metric=val/excluded", "logger=csv", "trainer.max_epochs=2",
+                                  f"ckpt_path={last}"], tmp_path / "second", synthetic_cache))
+    assert resumed["run_dir"] == first["run_dir"] and (tmp_path / "second" / "resumed_run").is_symlink()
+    assert resumed["epochs"] == 2 and resumed["global_step"] == 2 * first["global_step"]
+    assert _epoch_in(resumed["checkpoints"]["last"]) == 1
+    # the best score was reloaded: epoch 2 (same score) did not replace epoch 1 as best
+    assert resumed["checkpoints"]["best"] == first["checkpoints"]["best"] and resumed["best"]["epoch"] == 1
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
+    run_dir = Path(first["run_dir"])
+    assert (run_dir / "csv" / "metrics.csv").is_file() and (run_dir / "csv" / "resumed-1" / "metrics.csv").is_file()
+
+
+def test_max_steps_run_keeps_a_positive_lr(tiny_cfg):
+    """Issue 7 defect 3: with max_epochs=-1 the cosine length was -1 and the LR 0 from step 9."""
+    cfg = tiny_cfg("trainer.max_epochs=-1", "trainer.max_steps=12", "logger=csv", "callbacks=default",
+                   "callbacks.progress=null", "trainer.log_every_n_steps=1", "run_test=false",
+                   "trainer.check_val_every_n_epoch=100")
+    summary = run(cfg)
+    assert summary["global_step"] == 12
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    lrs = [float(r["lr-SGD/decay"]) for r in rows if r.get("lr-SGD/decay")]
+    assert len(lrs) == 12 and min(lrs) > 0 and max(lrs) == pytest.approx(0.01, rel=0.05)
 
 
 def test_lr_scaled_from_reference_batch(tiny_cfg):
@@ -115,3 +155,24 @@ def test_cli_multirun_sweeps_both_models(tmp_path, synthetic_cache):
     assert lines[0].startswith("job,model,best") and len(lines) == 3
     assert {line.split(",")[1] for line in lines[1:]} == {"tsn", "tsm"}
     assert (tmp_path / "sweep" / "report.png").is_file()
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_and_exits_non_zero(tmp_path, synthetic_cache):
+    """Issue 7 defect 2: optimizer.lr=1e8 used to end "successfully" with a NaN best checkpoint."""
+    run_dir = tmp_path / "run"
+    res = _cli([*TINY, "optimizer.lr=1e8", "trainer.max_epochs=4", f"paths.cache_dir={synthetic_cache}",
+                f"hydra.run.dir={run_dir}"], cwd=REPO)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "training diverged" in res.stderr and "step" in res.stderr and "epoch" in res.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    failure = summary["failure"]
+    assert summary["status"] == "diverged" and failure["reason"] in ("non-finite loss", "non-finite weights")
+    if failure["reason"] == "non-finite loss":
+        assert failure["indices"] and len(failure["videos"]) == len(failure["indices"])
+        assert all(Path(v).exists() for v in failure["videos"])
+    for kind in ("best", "last"):  # whatever was kept is finite
+        if summary["checkpoints"][kind]:
+            state = torch.load(summary["checkpoints"][kind], map_location="cpu", weights_only=True)
+            assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())
+    assert "test/top1" not in summary["test"]

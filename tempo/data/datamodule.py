@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from tempo.data.dataset import VideoDataset
@@ -178,6 +179,7 @@ class VideoDataModule(L.LightningDataModule):
         self._records: dict[str, list[VideoRecord]] = {}
         self.probed: dict[str, int] = {}  # per subset: videos probed for frame counts (0 = all cached)
         self.broken: dict[str, str] = {}  # path → error of videos whose frames could not be counted
+        self.dropped: dict[str, int] = {}  # per subset: missing videos dropped (allow_missing=true)
         if isinstance(test_sampler, ConsecutiveSampler) and self.test_batch_size != 1:
             raise ValueError(
                 "consecutive-window testing gives each video its own number of views, which cannot "
@@ -198,11 +200,12 @@ class VideoDataModule(L.LightningDataModule):
 
     def _check_reader_paths(self) -> None:
         """A reader bound with root/annotations = None (config defaults) cannot read anything."""
+        from tempo.config import dataset_path_problem
+
         keywords = getattr(self.reader, "keywords", None) or {}
         for key in ("root", "annotations"):
             if key in keywords and keywords[key] is None:
-                raise ValueError(f"dataset.{key} is not set; pass the folder holding the "
-                                 f"{'videos' if key == 'root' else 'annotation files'} (`dataset.{key}=/path`)")
+                raise ValueError(dataset_path_problem(None, key, None))
 
     def _load_records(self, subset: str) -> list[VideoRecord]:
         self._check_reader_paths()
@@ -217,6 +220,7 @@ class VideoDataModule(L.LightningDataModule):
         check_labels(parsed.records, self.num_classes, f"{subset} annotations")
         check_labelled(parsed.records, subset)
         records = apply_missing_policy(parsed.records, subset, self.allow_missing, self.report_dir)
+        self.dropped[subset] = len(parsed.records) - len(records)
         self._check_backend(records)
         if self.manifest and records:
             records = self._count_frames(records, subset)
@@ -273,13 +277,23 @@ class VideoDataModule(L.LightningDataModule):
                 self.datasets[subset] = self._dataset(subset)
 
     # -- loaders -------------------------------------------------------------------
+    def _eval_sampler(self, dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, each process evaluates its own share of the videos, every video exactly once
+        (Lightning's DistributedSampler would pad with repeats so shares are equal)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                            shuffle=False)
+
     def _loader(self, subset: str, batch_size: int, shuffle: bool) -> DataLoader:
         extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor and self.num_workers else {}
         dataset = self.datasets[subset]
+        sampler = None if shuffle else self._eval_sampler(dataset)
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(dataset) > batch_size,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers, **extra,
+            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+            drop_last=shuffle and len(dataset) > batch_size, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -2,7 +2,8 @@
 
 Counting frames of ~240k Kinetics clips or ~100k SSv1 folders takes minutes; the manifest
 stores `relative path → (num_frames, size, mtime_ns)` in one JSON file per dataset root
-(under `cache_dir`, default `$XDG_CACHE_HOME/tempo/manifests` or `~/.cache/tempo/manifests`),
+(under `cache_dir`, default `<tempo.data.cache.default_cache_dir()>/manifests`, i.e. `$TEMPO_CACHE_DIR/manifests`,
+`$XDG_CACHE_HOME/tempo/manifests` or `~/.cache/tempo/manifests`),
 so later runs only stat the files and re-probe the new or changed ones.
 
 Probing runs in a thread pool: decord (ctypes calls) and PyAV release the GIL while they
@@ -23,16 +24,17 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tempo.data.cache import default_cache_dir
 from tempo.data.records import VideoRecord
+from tempo.data.sources import IMAGE_SUFFIXES, DecodeError, open_video
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FORMAT_VERSION = 1
 Probe = Callable[[str], int]
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tempo" / "manifests"
+def default_manifest_dir() -> Path:
+    """``<default cache dir>/manifests``, as ``${paths.cache_dir}/manifests`` in the dataset configs."""
+    return default_cache_dir() / "manifests"
 
 
 # -- probing ---------------------------------------------------------------------------
@@ -42,45 +44,17 @@ def count_images(folder: str) -> int:
         return sum(1 for e in it if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
 
 
-def _decord_frames(path: str) -> int:
-    import decord
-
-    return len(decord.VideoReader(path, num_threads=1))
-
-
-def _pyav_frames(path: str) -> int:
-    """Count video packets (no decoding); one packet per frame for the usual codecs."""
-    import av
-
-    with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        return sum(1 for p in container.demux(stream) if p.size)
-
-
 def probe_num_frames(path: str) -> int:
-    """Frames of a video file (decord, falling back to PyAV) or images in a frame folder."""
+    """Frames of a video file (decord, falling back to PyAV: `sources.open_video`) or images in a frame folder."""
     if os.path.isdir(path):
         n = count_images(path)
         if n == 0:
             raise ValueError(f"frame folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} files")
         return n
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path} is empty (0 bytes)")
-    errors = []
-    for reader in (_decord_frames, _pyav_frames):
-        try:
-            n = reader(path)
-        except Exception as err:  # any backend failure: try the next one
-            errors.append(f"{reader.__name__.strip('_').split('_')[0]}: {type(err).__name__}: {err}")
-            continue
-        if n > 0:
-            return n
-        errors.append(f"{reader.__name__.strip('_').split('_')[0]}: 0 frames")
-    raise RuntimeError(f"cannot count frames of {path} ({'; '.join(errors)})")
+    n = open_video(path).num_frames
+    if n <= 0:
+        raise DecodeError(path, "no frames")
+    return n
 
 
 # -- manifest --------------------------------------------------------------------------
@@ -94,7 +68,7 @@ class FrameManifest:
 
     def __init__(self, root: str | Path, cache_dir: str | Path | None = None):
         self.root = Path(os.path.abspath(root))
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_manifest_dir()
         self.path = self.cache_dir / manifest_file_name(self.root)
         self.entries: dict[str, tuple[int, int, int]] = self._load()
         self.failures: dict[str, str] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,7 +17,8 @@ class VideoRecord:
 
     `label` is -1 when unknown (test splits); `num_frames` is None until probed.
     `start`/`end` bound the usable frames (end exclusive) for datasets that annotate
-    a segment of a longer video (Diving48).
+    a segment of a longer video (Diving48). `origin` says where the annotation came from,
+    `<file>:<1-based line>` (or the JSON entry), for error messages; it takes no part in equality.
     """
 
     path: str
@@ -25,6 +26,7 @@ class VideoRecord:
     num_frames: int | None = None
     start: int = 0
     end: int | None = None
+    origin: str | None = field(default=None, compare=False)
 
     def with_frames(self, num_frames: int) -> VideoRecord:
         return dataclasses.replace(self, num_frames=num_frames)
@@ -39,12 +41,17 @@ class VideoRecord:
 
 
 def check_labels(records: list[VideoRecord], num_classes: int, source: str) -> None:
-    """Fail early if any label is outside [0, num_classes) (-1 = unlabelled is fine)."""
+    """Fail early if any label is outside [0, num_classes) (-1 = unlabelled is fine).
+
+    The error names the annotation file and 1-based line of the record (`VideoRecord.origin`); records
+    without an origin are named by `source` and their position in the list.
+    """
     for i, rec in enumerate(records):
         if rec.label != -1 and not 0 <= rec.label < num_classes:
+            where = rec.origin or f"{source}: record {i}"
             raise AnnotationError(
-                f"{source}: record {i} ({rec.path}) has label {rec.label}, outside "
-                f"[0, {num_classes}). Check `dataset.num_classes` or the annotation file."
+                f"{where} ({rec.path}) has label {rec.label}, outside [0, {num_classes}). "
+                "Check `dataset.num_classes` or the annotation file."
             )
 
 
@@ -87,10 +94,11 @@ def read_list(
         path_part = line.rsplit(None, n_numeric)[0].strip()
         nums = [int(f) for f in fields[-n_numeric:]]
         path = str(Path(root) / path_part) if root else path_part
+        origin = f"{list_file}:{lineno}"
         if kind == "video":
-            records.append(VideoRecord(path=path, label=nums[0]))
+            records.append(VideoRecord(path=path, label=nums[0], origin=origin))
         else:
-            records.append(VideoRecord(path=path, label=nums[1], num_frames=nums[0]))
+            records.append(VideoRecord(path=path, label=nums[1], num_frames=nums[0], origin=origin))
     if not records:
         raise AnnotationError(f"{list_file}: no records found (empty list?).")
     return records

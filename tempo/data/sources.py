@@ -97,8 +97,11 @@ class PyAVSource(FrameSource):
         _check_file(self.path)
         try:
             with av.open(self.path) as container:
+                if not container.streams.video:
+                    raise ValueError("no video stream")
                 stream = container.streams.video[0]
-                self.num_frames = stream.frames or sum(1 for _ in container.decode(video=0))
+                # the container's frame count, else one packet per frame (no decoding)
+                self.num_frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
         except Exception as err:
             raise DecodeError(self.path, f"PyAV could not open it ({err.__class__.__name__}: {err})") from err
 
@@ -153,23 +156,35 @@ class FrameFolderSource(FrameSource):
             raise DecodeError(file, f"image could not be read ({err})") from err
 
 
+def open_video(path: str | Path, num_threads: int = 1) -> FrameSource:
+    """The one decord → PyAV fallback: decord, else PyAV when decord is not installed, cannot open the
+    file or finds no frames in it. A missing or empty file raises at once; when both fail the
+    `DecodeError` names the path and both reasons."""
+    path = str(path)
+    _check_file(path)
+    try:
+        source = DecordSource(path, num_threads=num_threads)
+    except ImportError:
+        return PyAVSource(path)
+    except DecodeError as err:
+        decord_reason = err.reason
+    else:
+        if source.num_frames > 0:
+            return source
+        decord_reason = "decord found no frames"
+    try:
+        return PyAVSource(path)
+    except DecodeError as err:
+        raise DecodeError(path, f"{decord_reason}; {err.reason}") from None
+
+
 def open_source(path: str | Path, backend: str = "decord", **kwargs) -> FrameSource:
-    """Open a video with `backend` ("decord" | "pyav" | "frames"), falling back to PyAV
-    when decord is not installed or cannot open the file."""
+    """Open a video with `backend` ("decord" | "pyav" | "frames"); "decord" falls back to PyAV
+    (`open_video`)."""
     if backend == "frames":
         return FrameFolderSource(path, **kwargs)
     if backend == "pyav":
         return PyAVSource(path)
     if backend != "decord":
         raise ValueError(f"unknown video backend {backend!r}; choose decord, pyav or frames")
-    try:
-        return DecordSource(path, **kwargs)
-    except ImportError:
-        return PyAVSource(path)
-    except DecodeError as err:
-        if not os.path.exists(str(path)) or os.path.getsize(str(path)) == 0:
-            raise
-        try:
-            return PyAVSource(path)
-        except DecodeError:
-            raise err from None
+    return open_video(path, **kwargs)

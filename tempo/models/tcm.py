@@ -19,6 +19,10 @@ Ablations (paper Tables III, VII, VIII):
   TAM off the six motion channels are projected back to C by a 1×1 conv + BN (no temporal attention);
   with both off the block is the identity (the "none" row equals the baseline up to the seed).
 
+Init (``init``, spec B6): ``official`` (default, the official code's) or ``identity``: each block adds its
+branch through a zero-initialised learnable per-channel gain, so the network starts as the TSM it extends and
+every TCM parameter still trains (see ``TemporalCorrelationModule``).
+
 BN: partial BN (spec A5, off by default) freezes the backbone's pretrained BNs but never the TCMs' BNs,
 which have no pretrained statistics (``TSN.partial_bn_norms``). Optimiser groups (spec A5/B9, in
 ``tempo.module.param_groups``): conv/fc weights lr×1 wd×1; biases lr×``bias_lr_mult`` (2 in
@@ -61,7 +65,7 @@ class TCM(TSM):
     """TSM/TSN-ResNet + TCM blocks after the res stages in ``positions``; ``forward`` returns ``{"logits"}``.
 
     ``backbone``: ResNet factory (Hydra ``_partial_``); ``temporal_shift`` decides whether it gets the TSM
-    shift. The TCM options (``patch_size`` … ``zero_init_last_bn``) are passed to every block
+    shift. The TCM options (``patch_size`` … ``init``) are passed to every block
     (``TemporalCorrelationModule``). ``init_checkpoint``: a tempo checkpoint (Lightning ``.ckpt`` or a state
     dict of this network) whose weights initialise everything but ``fc`` — fine-tuning from Kinetics.
     """
@@ -69,7 +73,7 @@ class TCM(TSM):
     def __init__(self, backbone: Callable[..., ResNet], num_classes: int, num_segments: int = 8,
                  dropout: float = 0.5, partial_bn: bool = False, positions: Sequence[int] = (3,),
                  temporal_shift: bool = True, patch_size: int | None = None, reduced_channels: int = 64,
-                 use_mtdm: bool = True, use_tam: bool = True, zero_init_last_bn: bool = False,
+                 use_mtdm: bool = True, use_tam: bool = True, init: str = "official",
                  shift_fold_div: int = 8, shift_every_n_blocks: int = 1, init_checkpoint: str | None = None):
         self.positions = check_positions(positions)
         self.temporal_shift = temporal_shift
@@ -79,7 +83,7 @@ class TCM(TSM):
             block = TemporalCorrelationModule(
                 num_segments, self.backbone.stage_channels[res - 2], position=res - 1, patch_size=patch_size,
                 reduced_channels=reduced_channels, use_mtdm=use_mtdm, use_tam=use_tam,
-                zero_init_last_bn=zero_init_last_bn)
+                init=init)
             self.backbone.insert_after_stage(res - 1, block)
         if init_checkpoint:
             init_from_checkpoint(self, init_checkpoint, hint="same backbone, positions and TCM options needed")
@@ -92,6 +96,10 @@ class TCM(TSM):
         """The TCM blocks by position name, e.g. ``{"res3": ...}``."""
         return {f"res{int(stage) + 1}": m for stage, m in self.backbone.after_stage.items()
                 if isinstance(m, TemporalCorrelationModule)}
+
+    def profile_blocks(self) -> dict[str, TemporalCorrelationModule]:
+        """``tempo.profile`` hook: one report row per TCM, e.g. ``{"TCM@res3": ...}``."""
+        return {f"TCM@{res}": block for res, block in self.tcm_blocks.items()}
 
     def extra_repr(self) -> str:
         return f"positions={self.positions}, temporal_shift={self.temporal_shift}"

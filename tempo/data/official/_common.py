@@ -71,6 +71,16 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
+def line_origin(path: Path, lineno: int) -> str:
+    """`VideoRecord.origin` of a record read from line `lineno` (1-based) of a text annotation file."""
+    return f"{path}:{lineno}"
+
+
+def entry_origin(path: Path, index: int) -> str:
+    """`VideoRecord.origin` of a record read from entry `index` of a JSON list."""
+    return f"{path}: entry {index} (0-based) of the JSON list"
+
+
 def line_error(path: Path, lineno: int, message: str, line: str | None = None) -> AnnotationError:
     got = f" Got {line!r}." if line is not None else ""
     return AnnotationError(f"{path}:{lineno}: {message}.{got}")

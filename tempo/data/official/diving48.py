@@ -22,6 +22,7 @@ from tempo.data.official._common import (
     check_subset,
     ensure_records,
     entry_error,
+    entry_origin,
     find_file,
     get_key,
     load_json_list,
@@ -81,4 +82,5 @@ def _record(entry: object, i: int, path: Path, num_classes: int, root: Path, ext
             i,
             f"bad frame range start_frame={start}, end_frame={end} (need 0 <= start_frame < end_frame)",
         )
-    return VideoRecord(path=str(root / f"{name}{ext}"), label=label, start=start, end=end)
+    return VideoRecord(path=str(root / f"{name}{ext}"), label=label, start=start, end=end,
+                       origin=entry_origin(path, i))

@@ -19,6 +19,7 @@ from tempo.data.official._common import (
     check_split,
     check_subset,
     line_error,
+    line_origin,
     read_lines,
 )
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord
@@ -93,7 +94,7 @@ def _read_split_file(path: Path, cls: str, label: int, wanted_code: int, root: P
                 path, lineno, f"code should be 0 (unused), 1 (train) or 2 (test), got {code_text!r}", line
             )
         if int(code_text) == wanted_code:
-            records.append(VideoRecord(path=str(root / cls / name), label=label))
+            records.append(VideoRecord(path=str(root / cls / name), label=label, origin=line_origin(path, lineno)))
     if not seen:
         raise AnnotationError(f"{path}: empty split file; expected lines '<video>.avi <code>'.")
     return records

@@ -21,6 +21,7 @@ from tempo.data.official._common import (
     ensure_records,
     find_file,
     line_error,
+    line_origin,
     parse_int,
 )
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord
@@ -158,4 +159,4 @@ def _record(
         video = base / class_folder_name(row.label_name) / name
     else:
         video = base / name
-    return VideoRecord(path=str(video), label=label)
+    return VideoRecord(path=str(video), label=label, origin=line_origin(path, row.lineno))

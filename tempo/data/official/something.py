@@ -21,9 +21,11 @@ from tempo.data.official._common import (
     check_subset,
     ensure_records,
     entry_error,
+    entry_origin,
     find_file,
     get_key,
     line_error,
+    line_origin,
     load_json,
     load_json_list,
     read_lines,
@@ -109,10 +111,10 @@ def _v1_record(
     if len(fields) < 2:
         if subset != "test":
             raise line_error(path, lineno, f"too few fields: expected {expected}", line)
-        return VideoRecord(path=str(root / fields[0]), label=-1)
+        return VideoRecord(path=str(root / fields[0]), label=-1, origin=line_origin(path, lineno))
     if fields[1] not in index:
         raise line_error(path, lineno, f"unknown class name {fields[1]!r} (not in {V1_LABELS})", line)
-    return VideoRecord(path=str(root / fields[0]), label=index[fields[1]])
+    return VideoRecord(path=str(root / fields[0]), label=index[fields[1]], origin=line_origin(path, lineno))
 
 
 def _check_template(template: str, start_index: int) -> None:
@@ -176,6 +178,7 @@ def parse_sthv2(annotations: str | Path, root: str | Path, subset: str, *, ext: 
                     path, i, f"unknown class: template {template!r} → {name!r} is not in {V2_LABELS}"
                 )
             label = index[name]
-        records.append(VideoRecord(path=str(Path(root) / f"{video_id}{ext}"), label=label))
+        records.append(VideoRecord(path=str(Path(root) / f"{video_id}{ext}"), label=label,
+                                   origin=entry_origin(path, i)))
     ensure_records(records, path)
     return ParsedSplit(records=records, class_names=class_names)

@@ -19,6 +19,7 @@ from tempo.data.official._common import (
     ensure_records,
     find_file,
     line_error,
+    line_origin,
     read_lines,
 )
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord
@@ -98,4 +99,4 @@ def _record(
                 f"label {given} disagrees with the directory {class_name!r} (classInd index {label + 1})",
                 line,
             )
-    return VideoRecord(path=str(root.joinpath(*rel.parts)), label=label)
+    return VideoRecord(path=str(root.joinpath(*rel.parts)), label=label, origin=line_origin(path, lineno))

@@ -9,8 +9,8 @@ appearance features: ``out = x + TAM(MTDM(x))`` (B1, B6).
   vector into a soft-argmax displacement (u, v) plus a confidence: 6 motion channels per frame.
 * ``TemporalAttention`` (TAM, B5) lifts the 6 motion channels back to C channels with a small
   grouped/depthwise-separable conv stack and re-weights each channel over time with ``TemporalECA``.
-* ``tcm_correlation_macs`` gives the correlation's multiply-adds, which a hook-based FLOP counter cannot
-  see (B8).
+* ``tcm_correlation_macs`` gives the correlation's multiply-adds (B8); the MTDM reports them to
+  ``tempo.profile`` through its ``analytic_macs`` hook, in place of the GEMMs a FLOP counter sees.
 
 Row n·T + t of every (N·T, ...) tensor is frame t of video n (A1).
 """
@@ -29,6 +29,8 @@ PATCH_SIZE_BY_POSITION = (15, 15, 7, 3)
 #: Width of the TAM after its first stage, then 32 and 64 before the last 1×1 conv (spec B5).
 TAM_WIDTHS = (16, 32, 64)
 MOTION_CHANNELS = 6  # [s_u, s_v, s_conf, l_u, l_v, l_conf]
+#: TCM initialisations (spec B6): the official code's, or identity at init through a zero gain that learns.
+INIT_OPTIONS = ("official", "identity")
 L2_EPS = 1e-6
 TIE_ULPS = 16  # argmax tie tolerance in units of the dtype's eps (see first_argmax)
 
@@ -214,6 +216,13 @@ class MultiScaleTemporalDynamics(nn.Module):
         out = torch.cat([self._repeat_last(short), self._repeat_last(long)], dim=2)  # (n, T, 6, H, W)
         return out.view(nt, MOTION_CHANNELS, h, w)
 
+    def analytic_macs(self, input_shape: torch.Size) -> dict[str, int]:
+        """``tempo.profile`` hook: the correlation's MACs as specified (B8) replace the GEMMs the counter sees."""
+        nt, _, h, w = input_shape
+        batch = nt // self.num_segments
+        return {"correlation": tcm_correlation_macs(self.num_segments, self.patch_size, self.corr_channels, h, w,
+                                                    batch)}
+
     @staticmethod
     def _frame_pairs(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, T, C, H, W) → A, B of shape (n·(2T−3), C, H, W): short pairs k=0..T−2, then long k=1..T−2."""
@@ -356,8 +365,16 @@ class TemporalCorrelationModule(nn.Module):
     """TCM (spec B1, B6): (N·T, C, H, W) → same shape, ``out = x + TAM(MTDM(x))``.
 
     position 1..4 = after res2..res5 selects P from (15, 15, 7, 3) unless ``patch_size`` is given; the
-    default, position 2, is the TCM after res3. Init as the official code (no zero init); with
-    ``zero_init_last_bn`` the last BN of the branch has γ = β = 0, so the module starts as the identity.
+    default, position 2, is the TCM after res3.
+
+    ``init`` (spec B6):
+
+    * ``"official"`` (default): the official code's init, no zero init; the block is not the identity at init.
+    * ``"identity"``: ``out = x + g ⊙ branch(x)`` with a learnable per-channel gain ``branch_gain`` g = 0 at
+      init, so the block is exactly the identity at init and still learns: the first backward gives g a
+      non-zero gradient (Σ grad·branch), and once an optimiser step has moved g off 0 every branch parameter
+      gets one too. (Zeroing the TAM's last BN instead kills the branch for good: a ReLU follows it, so its
+      output and every gradient stay 0.)
 
     Ablation switches (the branch added to x):
 
@@ -365,20 +382,24 @@ class TemporalCorrelationModule(nn.Module):
     * ``use_mtdm=False``: TAM(x); the TAM's first stage becomes a 1×1 conv in_channels→16 + BN + ReLU
       instead of the motion-pair grouped convs (see ``TemporalAttention``); the rest is unchanged.
     * ``use_tam=False``: BN(Conv1×1 6→C(MTDM(x))), a linear projection of the motion channels back to C
-      (no ReLU, so the residual can also be negative); ``zero_init_last_bn`` zeroes this BN.
-    * both off: no branch, the module is the identity ("none" ablation row).
+      (no ReLU, so the residual can also be negative).
+    * both off: no branch, the module is the identity ("none" ablation row) and has no parameters.
     """
 
     def __init__(self, num_segments: int, in_channels: int, position: int = 2, patch_size: int | None = None,
                  reduced_channels: int = 64, use_mtdm: bool = True, use_tam: bool = True,
-                 zero_init_last_bn: bool = False) -> None:
+                 init: str = "official") -> None:
         super().__init__()
+        if init not in INIT_OPTIONS:
+            raise ValueError(f"model.network.init must be one of {list(INIT_OPTIONS)} (TCM init, spec B6), "
+                             f"got {init!r}")
         self.num_segments = num_segments
         self.in_channels = in_channels
         self.reduced_channels = reduced_channels
         self.patch_size = patch_size if patch_size is not None else patch_size_for_position(position)
         self.use_mtdm = use_mtdm
         self.use_tam = use_tam
+        self.init = init
         self.mtdm = (MultiScaleTemporalDynamics(num_segments, in_channels, self.patch_size, reduced_channels)
                      if use_mtdm else None)
         self.tam: TemporalAttention | None = None
@@ -390,24 +411,17 @@ class TemporalCorrelationModule(nn.Module):
             self.projection = nn.Sequential(nn.Conv2d(MOTION_CHANNELS, in_channels, 1, bias=False),
                                             nn.BatchNorm2d(in_channels))
             init_tcm_weights(self.projection)
-        if zero_init_last_bn and self.last_bn is not None:
-            nn.init.zeros_(self.last_bn.weight)
-            nn.init.zeros_(self.last_bn.bias)
-
-    @property
-    def last_bn(self) -> nn.BatchNorm2d | None:
-        """The BN whose output (through ReLU/ECA for the TAM) is added to x; None for the identity."""
-        if self.tam is not None:
-            return self.tam.last_bn
-        if self.projection is not None:
-            return self.projection[1]
-        return None
+        has_branch = use_mtdm or use_tam
+        self.branch_gain = (nn.Parameter(torch.zeros(in_channels))
+                            if init == "identity" and has_branch else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mtdm is None and self.tam is None:
             return x
         branch = self.mtdm(x) if self.mtdm is not None else x
         branch = self.tam(branch) if self.tam is not None else self.projection(branch)
+        if self.branch_gain is not None:
+            return torch.addcmul(x, branch.to(x.dtype), self.branch_gain.to(x.dtype)[:, None, None])
         # In place on the branch's fresh output: saves one full-size tensor (nothing saved it for backward).
         return branch.to(x.dtype).add_(x)
 
@@ -415,8 +429,8 @@ class TemporalCorrelationModule(nn.Module):
         """The analytic correlation term (B8) for inputs of spatial size h×w; 0 without MTDM."""
         if self.mtdm is None:
             return 0
-        return tcm_correlation_macs(self.num_segments, self.patch_size, self.mtdm.corr_channels, h, w, batch)
+        return self.mtdm.analytic_macs(torch.Size((batch * self.num_segments, self.in_channels, h, w)))["correlation"]
 
     def extra_repr(self) -> str:
         return (f"num_segments={self.num_segments}, in_channels={self.in_channels}, "
-                f"patch_size={self.patch_size}, use_mtdm={self.use_mtdm}, use_tam={self.use_tam}")
+                f"patch_size={self.patch_size}, use_mtdm={self.use_mtdm}, use_tam={self.use_tam}, init={self.init}")

@@ -1,0 +1,104 @@
+"""Multi-process bookkeeping (issue 7 defect 4): 2 CPU processes through the CLI on a list set
+with one 0-byte video count failures and exclusions over both processes, evaluate every video
+exactly once, write summary.json once, and agree with one process at the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tempo.config import ConfigError, check_config
+from tests.conftest import CONF_DIR
+from tests.official_fixtures import write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_list_set(tmp: Path) -> tuple[Path, Path]:
+    """Train: 7 clips + the 0-byte one (8: two full batches of 4, no padding over 2 processes);
+    val = test: 4 clips (2 per class) + the 0-byte one (5: a DistributedSampler would pad one)."""
+    root, lists = tmp / "videos", tmp / "lists"
+    lists.mkdir(parents=True)
+    train, val = [], []
+    for label in (0, 1):
+        for k in range(6):
+            path = write_clip(root / f"c{label}" / f"v{k}.mp4", label, variant=k)
+            (train if k < 4 else val).append(f"c{label}/{path.name} {label}\n")
+    (root / "broken.mp4").write_bytes(b"")
+    train = train[:7] + ["broken.mp4 0\n"]
+    val = val + ["broken.mp4 1\n"]
+    (lists / "train.txt").write_text("".join(train))
+    (lists / "val.txt").write_text("".join(val))
+    return root, lists
+
+
+def train_cli(tmp: Path, root: Path, lists: Path, run_dir: Path, *overrides: str) -> dict:
+    args = [
+        "dataset=list", f"dataset.root={root}", f"dataset.annotations={lists}", "dataset.num_classes=2",
+        "dataset.short_side=36", "dataset.input_size=32", "dataset.num_segments=4", "dataset.num_workers=0",
+        "dataset.datamodule.pin_memory=false", "backbone=resnet_tiny", "logger=csv", "callbacks=none",
+        "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "optimizer.lr=0.001", f"paths.cache_dir={tmp / 'cache'}",
+        f"hydra.run.dir={run_dir}", *overrides,
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-m", "tempo.train", *args], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_count_and_evaluate_like_one(tmp_path):
+    root, lists = make_list_set(tmp_path / "data")
+    one = train_cli(tmp_path, root, lists, tmp_path / "one", "trainer=cpu", "dataset.batch_size=4")
+    two = train_cli(tmp_path, root, lists, tmp_path / "two", "trainer=ddp_cpu", "trainer.devices=2",
+                    "dataset.batch_size=2")
+    for summary in (one, two):
+        assert summary["excluded"] == {"val": 1, "test": 1}
+        assert summary["test"]["test/excluded"] == 1.0 and summary["final"]["val/excluded"] == 1.0
+        # the 0-byte training video is drawn once per epoch (by one of the processes), plus retries
+        per_epoch = [h["train/decode_failures"] for h in summary["history"]]
+        assert len(per_epoch) == 2 and min(per_epoch) >= 1, summary["history"]
+        assert summary["decode_failures"] == sum(per_epoch)
+        for key in ("test/top1", "test/mean_class", "val/top1"):
+            value = summary["test"].get(key, summary["final"].get(key))
+            assert (value * 4) == pytest.approx(round(value * 4)), (key, value)  # 4 valid videos, each once
+    assert two["lr"]["global_batch_size"] == one["lr"]["global_batch_size"] == 4
+    for key in ("test/top1", "test/mean_class"):
+        assert abs(two["test"][key] - one["test"][key]) <= 0.25 + 1e-6  # at most one video differs
+    # written once, by rank 0: no per-rank copies
+    assert sorted(p.name for p in (tmp_path / "two").glob("summary*.json")) == ["summary.json"]
+    assert (tmp_path / "two" / "curves.png").is_file()
+
+
+def compose_trainer(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/c",
+                                           *overrides])
+
+
+def test_strategy_is_a_plain_key_and_ddp_cpu_builds(tmp_path):
+    cfg = compose_trainer(tmp_path, "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=1")
+    assert cfg.trainer.strategy == "ddp"
+    cfg = compose_trainer(tmp_path, "trainer=ddp_cpu")
+    check_config(cfg)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.num_devices == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+def test_ddp_without_cuda_names_the_cpu_option(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"trainer=ddp_cpu"):
+        check_config(compose_trainer(tmp_path, "trainer=ddp"))
+    with pytest.raises(ConfigError, match=r"trainer=cpu"):
+        check_config(compose_trainer(tmp_path, "trainer=gpu"))
