@@ -10,7 +10,7 @@ from torch import nn
 
 from tempo.models.blocks.bot_mhsa import BoTSelfAttention
 from tempo.models.blocks.temporal_difference import GlobalTemporalDifference, LocalTemporalDifference
-from tempo.models.tdpn import TDPN
+from tempo.models.tdpn import TDPN, stage_output_sizes
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,6 +52,17 @@ def test_shapes_and_aux_only_in_training(tmp_path, frames):
         assert set(net(video)) == {"logits"}
 
 
+def test_odd_map_sizes_match_the_strided_shortcut(tmp_path):
+    """100² frames: res4 is 7×7, so the first MHSA block pools to ⌈7/2⌉ = 4 like its strided shortcut; the
+    local branch is sized from the same arithmetic (stage_output_sizes)."""
+    torch.manual_seed(6)
+    net = build(tmp_path, "dataset.input_size=100")
+    maps = net.features(clip(t=2, b=2, size=100))
+    sizes = [tuple(m.shape[-2:]) for m in maps]
+    assert sizes == [(25, 25), (13, 13), (7, 7), (4, 4)] == stage_output_sizes(net.backbone, 100, 100)
+    assert net(clip(t=2, b=2, size=100))["logits"].shape == (2, 5)
+
+
 # ---------------------------------------------------------------- parameters (C7, D3.7)
 
 @pytest.fixture(scope="module")
@@ -68,6 +79,7 @@ def test_r50_parameter_counts(r50):
     assert n_params(r50.backbone) + n_params(r50.local) == 27_992_884
     assert n_params(r50.pyramid) == 37_798_912
     assert n_params(r50.aux_head) == 19_698_064 and n_params(r50.fc) == 819_600
+    assert stage_output_sizes(r50.backbone, 224, 224) == [(56, 56), (28, 28), (14, 14), (7, 7)]  # spec C6
     mhsa = [m for m in r50.backbone.layer4.modules() if isinstance(m, BoTSelfAttention)]
     assert [(m.height, m.width, m.stride) for m in mhsa] == [(14, 14, 2), (7, 7, 1), (7, 7, 1)]
     assert sum(n_params(m) for m in mhsa) == 2_372_864

@@ -33,20 +33,26 @@ from tempo.models.blocks.temporal_pyramid import AuxiliaryHead, TemporalPyramid
 STAGES = ("res2", "res3", "res4", "res5")
 
 
-def conv_output_size(size: int, module: nn.Module) -> int:
-    """Spatial output size of a Conv3d / MaxPool3d on a size×size map (the last dimension)."""
+def conv_output_size(size: int, module: nn.Module, dim: int = -1) -> int:
+    """Output size along spatial dimension ``dim`` (−2: height, −1: width) of a Conv3d / MaxPool3d."""
     k, s, p = (getattr(module, a) for a in ("kernel_size", "stride", "padding"))
-    k, s, p = (v[-1] if isinstance(v, tuple) else v for v in (k, s, p))
+    k, s, p = (v[dim] if isinstance(v, tuple) else v for v in (k, s, p))
     return (size + 2 * p - k) // s + 1
 
 
-def res4_output_size(backbone: ResNet3d, input_size: int) -> int:
-    """Side of the res4 map for input_size² frames (14 for 224 through the standard stem and strides)."""
-    size = conv_output_size(conv_output_size(input_size, backbone.conv1), backbone.maxpool)
-    for stage in backbone.stages[:3]:
+def stage_output_sizes(backbone: ResNet3d, height: int, width: int) -> list[tuple[int, int]]:
+    """(H, W) of the res2..res5 maps for height × width frames (224² → 56², 28², 14², 7²). A block's spatial
+    stride is read from its shortcut conv, which gives the same size as its 3×3 conv or strided MHSA."""
+    sizes, hw = [], [height, width]
+    for dim in (0, 1):
+        for module in (backbone.conv1, backbone.maxpool):
+            hw[dim] = conv_output_size(hw[dim], module, dim - 2)
+    for stage in backbone.stages:
         for block in stage:
-            size = conv_output_size(size, block.conv2)
-    return size
+            if block.downsample is not None:
+                hw = [conv_output_size(hw[dim], block.downsample[0], dim - 2) for dim in (0, 1)]
+        sizes.append((hw[0], hw[1]))
+    return sizes
 
 
 def add_global_modules(backbone: ResNet3d, reduction: int, zero_init: bool) -> list[GlobalTemporalDifference]:
@@ -62,7 +68,7 @@ def add_global_modules(backbone: ResNet3d, reduction: int, zero_init: bool) -> l
 def add_bot_attention(backbone: ResNet3d, input_size: int, heads: int) -> list[BoTSelfAttention]:
     """Replace every res5 spatial conv by per-frame MHSA + a fresh BN (spec C1/O4); the pretrained res5
     3×3 kernels are discarded. A strided block attends at full resolution, then average-pools."""
-    size = res4_output_size(backbone, input_size)
+    size = stage_output_sizes(backbone, input_size, input_size)[2][0]
     modules = []
     for block in backbone.stages[3]:
         stride_t, stride_h, stride_w = block.conv2.stride
@@ -73,7 +79,7 @@ def add_bot_attention(backbone: ResNet3d, input_size: int, heads: int) -> list[B
         block.conv2 = BoTSelfAttention(planes, size, size, heads=heads, stride=stride_h)
         block.bn2 = nn.BatchNorm3d(planes)
         modules.append(block.conv2)
-        size //= stride_h
+        size = (size - 1) // stride_h + 1
     return modules
 
 
@@ -128,14 +134,16 @@ class TDPN(nn.Module):
 
     def features(self, video: torch.Tensor) -> list[torch.Tensor]:
         """F2..F5: the res2..res5 maps after the temporal-difference modules, each (B, C_l, T, H_l, W_l)."""
-        local = self.local.features(video) if self.local is not None else None
-        fused = self.local.fused_stages if self.local is not None else []
+        local = {}
+        if self.local is not None:  # one call of the branch (so tempo.profile counts it as one block)
+            sizes = dict(zip(STAGES, stage_output_sizes(self.backbone, *video.shape[-2:]), strict=True))
+            local = self.local(video, sizes)
         x = self.backbone.stem(video)
         maps = []
         for name, stage in zip(STAGES, self.backbone.stages, strict=True):
             x = stage(x)
-            if name in fused:
-                x = x + self.local.addition(name, local, x)
+            if name in local:
+                x = x + local[name]
             maps.append(x)
         return maps
 

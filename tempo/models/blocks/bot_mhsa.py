@@ -29,7 +29,7 @@ def relative_index(size: int, device: torch.device | None = None) -> torch.Tenso
 
 
 class BoTSelfAttention(nn.Module):
-    """Per-frame MHSA with 2D relative positions: (B, C, T, H, W) → (B, C, T, H/stride, W/stride)."""
+    """Per-frame MHSA with 2D relative positions: (B, C, T, H, W) → (B, C, T, ⌈H/stride⌉, ⌈W/stride⌉)."""
 
     def __init__(self, channels: int, height: int, width: int, heads: int = 4, stride: int = 1):
         super().__init__()
@@ -99,7 +99,7 @@ class BoTSelfAttention(nn.Module):
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
         out = self.attend(frames)
         if self.stride == 2:
-            out = F.avg_pool2d(out, 2, 2)
+            out = F.avg_pool2d(out, 2, 2, ceil_mode=True)  # odd sizes: as the strided shortcut, ⌈n/2⌉
         return out.view(b, t, c, *out.shape[-2:]).transpose(1, 2)
 
     def extra_repr(self) -> str:
