@@ -28,9 +28,15 @@ def test_groups_exist():
     assert {"default", "cpu", "gpu", "ddp"} <= set(options("trainer"))
 
 
+# models built on a 3D ResNet get its CPU-sized config instead of TINY's 2D resnet_tiny
+TINY_3D_BACKBONE = {"i3d": "resnet3d_tiny", "tpn": "resnet3d_tiny", "tdpn": "resnet3d_tiny",
+                    "stmanet": "resnet3d_stmanet_tiny"}
+
+
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_builds_and_runs_a_tiny_clip(model, tmp_path):
-    cfg = compose_config([*TINY, f"model={model}"], tmp_path)
+    backbone = [f"backbone={TINY_3D_BACKBONE[model]}"] if model in TINY_3D_BACKBONE else []
+    cfg = compose_config([*TINY, f"model={model}", *backbone], tmp_path)
     net = instantiate(cfg.model.network).eval()
     t, s = cfg.dataset.num_segments, cfg.dataset.input_size
     with torch.no_grad():

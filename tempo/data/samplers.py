@@ -66,10 +66,13 @@ class DenseSampler(_StridedClips):
     """`clip_len` frames every `interval` frames (I3D/SlowOnly "32×2" clips).
 
     Train: one clip at a random start. Eval: `num_clips` clips with uniformly spaced
-    starts (centre clip when `num_clips` = 1). Frames past the end repeat the last one.
+    starts (centre clip when `num_clips` = 1). Frames past the end repeat the last one,
+    or, with `loop_pad`, wrap around to the start (ST-MANet's loop-padding of videos
+    shorter than a clip [D32]); clips that fit are the same either way.
     """
 
     num_clips: int = 1
+    loop_pad: bool = False
 
     def sample(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
         room = max(num_frames - self.span, 0)
@@ -80,7 +83,10 @@ class DenseSampler(_StridedClips):
         else:
             starts = np.floor((np.arange(self.num_clips) + 0.5) * (room + 1) / self.num_clips)
         offsets = np.arange(self.clip_len) * self.interval
-        return _as_clips(starts[:, None] + offsets[None], num_frames)
+        idx = starts[:, None] + offsets[None]
+        if self.loop_pad and num_frames > 0:
+            idx = np.asarray(idx, dtype=np.int64) % num_frames
+        return _as_clips(idx, num_frames)
 
 
 @dataclass(frozen=True)

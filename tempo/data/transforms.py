@@ -181,6 +181,29 @@ class RandomResizedCrop:
         return {**sample, "video": video}
 
 
+class RandomSquareResizedCrop:
+    """Square crop of side U(`scale`) × the short side at a uniformly random position, resized to
+    `size`×`size` (ST-MANet's training crop [D33]: side U(0.5, 1) × short side → 112²)."""
+
+    def __init__(self, size: int, scale: Sequence[float] = (0.5, 1.0)):
+        low, high = (float(v) for v in scale)
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"RandomSquareResizedCrop scale must satisfy 0 < low ≤ high ≤ 1, got {tuple(scale)}")
+        self.size = size
+        self.scale = (low, high)
+
+    def box(self, height: int, width: int) -> tuple[int, int, int]:
+        """One random draw: (top, left, side) of the square inside a height×width frame."""
+        short = min(height, width)
+        side = max(1, min(short, round(short * float(torch.empty(()).uniform_(*self.scale)))))
+        return _rand_int(height - side), _rand_int(width - side), side
+
+    def __call__(self, sample: Sample) -> Sample:
+        top, left, side = self.box(*sample["video"].shape[-2:])
+        video = _crop(sample["video"], top, left, side, side)
+        return {**sample, "video": _resize(video, (self.size, self.size))}
+
+
 class HorizontalFlip:
     """Flip with probability `p`. `label_map[i]` is the label after flipping a video of
     class i (Something-Something left/right classes swap); None keeps labels. With

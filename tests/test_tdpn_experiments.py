@@ -1,0 +1,137 @@
+"""TDPN recipes and the Table IV sweep (conf/experiment/tdpn_*.yaml): numbers of spec C9/O13/O14, the sweep's
+job list, and every recipe and every ablation job end to end at tiny scale through the CLI (slow)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from tempo.report import main as report_main
+from tempo.train import build_module
+from tests.conftest import CONF_DIR, TINY, compose_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# experiment → (dataset, depth, sampler, frames, milestones, epochs, grad clip)
+RECIPES = {
+    "tdpn_k400_r50_32x2": ("k400", 50, "DenseSampler", 32, [85, 105], 120, 40),
+    "tdpn_k400_r101_32x2": ("k400", 101, "DenseSampler", 32, [85, 105], 120, 40),
+    "tdpn_sthv1_r50": ("sthv1", 50, "SegmentSampler", 8, [85, 105], 120, 20),
+    "tdpn_sthv2_r50": ("sthv2", 50, "SegmentSampler", 8, [43, 53], 60, 20),
+}
+SWEEPS = {"tdpn_ablation_modules": {"model.network.use_global_low": ["false", "true"],
+                                    "model.network.use_local_high": ["false", "true"]}}
+
+
+def test_every_tdpn_experiment_is_tested():
+    names = {p.stem for p in (Path(CONF_DIR) / "experiment").glob("tdpn_*.yaml")}
+    assert names == set(RECIPES) | set(SWEEPS)
+
+
+@pytest.mark.parametrize("name", [*sorted(RECIPES), *sorted(SWEEPS)])
+def test_recipe_numbers(name, tmp_path):
+    dataset, depth, sampler, frames, milestones, epochs, clip = RECIPES.get(name, RECIPES["tdpn_k400_r50_32x2"])
+    cfg = compose_config([f"experiment={name}"], tmp_path)
+    net = cfg.model.network
+    assert net._target_ == "tempo.models.tdpn.TDPN" and net.use_mhsa and net.local_variant == "light"
+    assert (net.use_global_low, net.use_local_high, net.dropout) == (True, True, 0.5)
+    assert cfg.model.aux_weight == 0.5 and cfg.model.loss.weights == {"logits": 1.0, "aux_logits": 0.5}
+    assert (cfg.backbone.depth, cfg.backbone.pretrained, net.local_pretrained) == (depth, "imagenet", "imagenet")
+    assert (cfg.dataset.name, cfg.dataset.num_segments, cfg.dataset.input_size) == (dataset, frames, 224)
+    assert cfg.dataset.datamodule.sampler._target_ == f"tempo.data.samplers.{sampler}"
+    if sampler == "DenseSampler":
+        assert cfg.dataset.datamodule.sampler.interval == 2 and cfg.dataset.datamodule.sampler.clip_len == 32
+    assert (cfg.dataset.test_views, cfg.dataset.test_clips) == ("10x3", 10)
+    crop = cfg.dataset.datamodule.test_transforms[1]
+    assert (crop._target_, crop.size) == ("tempo.data.transforms.ThreeCrop", 256)
+    short_side = cfg.dataset.short_side if dataset == "k400" else min(cfg.dataset.frame_height,
+                                                                      cfg.dataset.frame_width)
+    assert short_side == 256
+    opt = cfg.optimizer
+    assert (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == (0.01, 0.9, True, 1e-4)
+    assert cfg.module.reference_batch_size == 64
+    assert list(cfg.schedule.factor.milestones) == milestones and cfg.schedule.factor.gamma == 0.1
+    assert cfg.trainer.max_epochs == epochs
+    assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (clip, "norm")
+
+
+def test_tiny_backbone_starts_from_scratch_and_overrides_win(tmp_path):
+    cfg = compose_config(["experiment=tdpn_k400_r50_32x2", "backbone=resnet3d_tiny", "dataset=synthetic",
+                          "model.network.use_mhsa=false"], tmp_path)
+    assert cfg.backbone.pretrained is None and cfg.model.network.local_pretrained is None
+    assert cfg.dataset.name == "synthetic" and not cfg.model.network.use_mhsa
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_builds_offline(name, tmp_path):
+    """The whole module of each recipe at full size, without downloading (backbone.pretrained=null)."""
+    cfg = compose_config([f"experiment={name}", "backbone.pretrained=null"], tmp_path)
+    module = build_module(cfg)
+    assert sum(p.numel() for p in module.network.parameters()) == (86_309_460 if "r50" in name else 114_214_484) - (
+        0 if "k400" in name else (2048 + 1) * (400 - 174) * 2)
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_sweep_params(name):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    parser = OverridesParser.create()
+    parsed = {k: [s.lower() for s in parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator()]
+              for k, v in cfg.hydra.sweeper.params.items()}
+    assert parsed == SWEEPS[name]
+
+
+def _cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "tempo.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# the tiny synthetic set with the 3D tiny backbone; 2 optimiser steps, one val and one test batch
+TINY_3D = [o for o in TINY if not o.startswith("backbone=")] + [
+    "dataset=synthetic", "backbone=resnet3d_tiny", "trainer.max_steps=2", "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_runs_at_tiny_scale(name, tmp_path, synthetic_cache):
+    run_dir = tmp_path / "run"
+    res = _cli([f"experiment={name}", *TINY_3D, f"paths.cache_dir={synthetic_cache}", f"hydra.run.dir={run_dir}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "tempo.models.tdpn.TDPN" and summary["global_step"] == 2
+    assert "test/top1" in summary["test"]
+    final = summary["final"]  # both terms logged; the total weighs the aux head by 0.5
+    assert abs(final["train/loss_epoch"] - final["train/loss_ce_epoch"] - 0.5 * final["train/loss_aux_epoch"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_ablation_sweep_runs_all_four_jobs_at_tiny_scale(tmp_path, synthetic_cache):
+    sweep_dir = tmp_path / "sweep"
+    res = _cli(["experiment=tdpn_ablation_modules", *TINY_3D, f"paths.cache_dir={synthetic_cache}",
+                f"hydra.sweep.dir={sweep_dir}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name))
+    combos = set()
+    for job in jobs:
+        overrides = yaml.safe_load((job.parent / ".hydra" / "overrides.yaml").read_text())
+        combos.add(tuple(sorted(o.lower() for o in overrides if "use_" in o)))
+        summary = json.loads(job.read_text())
+        assert summary["global_step"] == 2 and "test/top1" in summary["test"]
+        resolved = yaml.safe_load(Path(summary["config"]).read_text())
+        assert resolved["backbone"]["pretrained"] is None and resolved["model"]["network"]["use_mhsa"] is True
+    assert combos == {(f"model.network.use_global_low={g}", f"model.network.use_local_high={loc}")
+                      for g in ("false", "true") for loc in ("false", "true")}
+    assert report_main([str(sweep_dir)]) == 0  # the Table IV layout: one row per job, both switches as columns
+    with open(sweep_dir / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and {"model.network.use_global_low", "model.network.use_local_high"} <= set(table[0])
