@@ -125,3 +125,17 @@ def test_config_tree_and_hyperparameters_reach_the_loggers(tmp_path, synthetic_c
 
     network = instantiate(cfg.model.network)
     assert hparams["params"]["total"] == sum(p.numel() for p in network.parameters())
+
+
+@pytest.mark.parametrize("model, backbone", [("i3d", "resnet3d_tiny"), ("tpn", "resnet3d_tiny"),
+                                             ("tdpn", "resnet3d_tiny"), ("stmanet", "resnet3d_stmanet_tiny"),
+                                             ("tsm", "resnet_tiny")])
+def test_a_model_brings_its_kind_of_backbone_and_the_command_line_wins(model, backbone, tmp_path):
+    expected = OmegaConf.load(Path(CONF_DIR) / "backbone" / f"{backbone}.yaml")
+    cfg = compose_config([f"model={model}"], tmp_path / "run")
+    for key in ("widths", "layers"):
+        if key in expected:
+            assert list(cfg.backbone[key]) == list(expected[key]), (model, key)
+    assert ("resnet3d" in cfg.backbone._target_) == ("resnet3d" in backbone)
+    chosen = compose_config([f"model={model}", "backbone=resnet3d101"], tmp_path / "run")
+    assert chosen.backbone.depth == 101 and list(chosen.backbone.widths) == [64, 128, 256, 512]
