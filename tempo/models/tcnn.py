@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from tempo.models.init import kaiming_conv_unit_bn
 from tempo.models.weights import init_from_checkpoint, load_fitting, read_state_dict
 
 #: Per stage, its rows as (width index, temporal dilation): row widths are ``widths[index]``. Stage 5
@@ -125,12 +126,7 @@ class TCNNBackbone(nn.Module):
         load_fitting(self, state, f"{what}={path}", hint="a T-CNN with the same widths needed")
 
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_conv_unit_bn(self, (nn.Conv3d,), (nn.BatchNorm3d,))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != 3:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tempo.models.blocks.temporal_shift import TemporalShift
+from tempo.models.init import kaiming_conv_unit_bn
 from tempo.models.weights import load_fitting, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -142,12 +143,7 @@ class ResNet(nn.Module):
             load_pretrained(self, pretrained)
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_conv_unit_bn(self, (nn.Conv2d,), (nn.BatchNorm2d,))
 
     @property
     def stages(self) -> list[nn.Sequential]:

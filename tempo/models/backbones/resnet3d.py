@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tempo.models.backbones.resnet import _read_state_dict
+from tempo.models.init import kaiming_conv_unit_bn
 from tempo.models.weights import load_fitting
 
 log = logging.getLogger(__name__)
@@ -176,12 +177,7 @@ class ResNet3d(nn.Module):
             load_pretrained(self, pretrained)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_conv_unit_bn(self, (nn.Conv3d,), (nn.BatchNorm3d,))
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck3d):
