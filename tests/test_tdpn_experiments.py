@@ -48,7 +48,7 @@ def test_recipe_numbers(name, tmp_path):
     assert cfg.dataset.datamodule.sampler._target_ == f"tempo.data.samplers.{sampler}"
     if sampler == "DenseSampler":
         assert cfg.dataset.datamodule.sampler.interval == 2 and cfg.dataset.datamodule.sampler.clip_len == 32
-    assert (cfg.dataset.test_views, cfg.dataset.test_clips) == ("10x3", 10)
+    assert (cfg.dataset.test_views, cfg.dataset.test_clips, cfg.dataset.test_short_side) == ("10x3_256", 10, 256)
     crop = cfg.dataset.datamodule.test_transforms[1]
     assert (crop._target_, crop.size) == ("tempo.data.transforms.ThreeCrop", 256)
     short_side = cfg.dataset.short_side if dataset == "k400" else min(cfg.dataset.frame_height,
