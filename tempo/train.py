@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, Progr
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
+from tempo.checkpoint import RunInfo
 from tempo.config import check_config
 from tempo.module import TrainingDiverged
 from tempo.quiet import quiet_startup
@@ -145,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
     module = build_module(cfg)
     history = MetricsHistory()
     loggers = build_loggers(cfg)
-    callbacks = [*build_callbacks(cfg, bool(loggers)), history]
+    callbacks = [*build_callbacks(cfg, bool(loggers)), history, RunInfo(cfg)]  # config + class names in checkpoints
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
     failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
