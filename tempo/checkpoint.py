@@ -72,7 +72,7 @@ def parse_overrides(overrides: list[str]) -> tuple[list[tuple[str, str]], list[t
         name = name.lstrip("+~")
         if name.startswith("hydra"):
             continue
-        (groups if (CONF_DIR / name).is_dir() else keys).append((name, value))
+        (groups if (CONF_DIR / name.split("@")[0]).is_dir() else keys).append((name, value))
     return keys, groups
 
 
@@ -92,10 +92,13 @@ def _option(group: str, option: str) -> tuple[str, dict]:
 
 
 def _merge_group(config: DictConfig, user_cfg: DictConfig, group: str, option: str) -> None:
-    """Apply `group=option` to the checkpoint's config. Network groups must name the checkpoint's network."""
+    """Apply `group[@package]=option` to the checkpoint's config. Network groups must name the checkpoint's
+    network (compared in `check_network`: the network is the checkpoint's)."""
+    group, _, package_override = group.partition("@")
     if group in ("model", "backbone"):
-        return  # compared with the checkpoint in `check_network` (the network is the checkpoint's)
+        return
     package, content = _option(group, option)
+    package = package_override or package
     if "defaults" in content or group == "dataset":
         # an option with its own defaults list: Hydra composed it on the command line already
         node = package or group
@@ -107,21 +110,37 @@ def _merge_group(config: DictConfig, user_cfg: DictConfig, group: str, option: s
         config.merge_with(content)
 
 
+def _leaves(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, f"{prefix}{key}."))
+    return out
+
+
 def check_network(saved: DictConfig, final: DictConfig, user_cfg: DictConfig, groups: list[tuple[str, str]],
                   ckpt_path: str) -> None:
     """Raise when the command line asks for another network than the checkpoint holds."""
     wanted = {}
-    for group, _ in groups:
-        if group == "model":
-            wanted["model.network._target_"] = _select(user_cfg, "model.network._target_")
-        if group == "backbone":
-            wanted["backbone._target_"] = _select(user_cfg, "backbone._target_")
-            wanted["backbone.depth"] = _select(user_cfg, "backbone.depth")
+    for name, _ in groups:
+        group, _, package = name.partition("@")
+        if group in ("model", "backbone"):
+            node = package or group
+            target = f"{node}.network._target_" if group == "model" else f"{node}._target_"
+            wanted[target] = _select(user_cfg, target)
+            if group == "backbone":  # every architecture key (weights to start from do not matter here)
+                asked = _leaves(OmegaConf.to_container(_select(user_cfg, node), resolve=True))
+                trained = _leaves(OmegaConf.to_container(_select(saved, node), resolve=True))
+                for key in sorted(set(asked) | set(trained)):
+                    if key.split(".")[0] != "pretrained":
+                        wanted[f"{node}.{key}"] = asked.get(key, "(unset)")
     for key in NETWORK_KEYS:
         wanted.setdefault(key, _select(final, key))
     for key, value in wanted.items():
         have = _select(saved, key)
-        if value is not None and have is not None and str(value) != str(have):
+        have, value = ("(unset)" if v is None else v for v in (have, value))
+        if str(value) != str(have):
             raise ConfigError(f"{key}: the checkpoint {ckpt_path} was trained with {key}={have} but the command "
                               f"line asks for {key}={value}. Drop that override (the network is rebuilt from "
                               "the checkpoint) or evaluate a checkpoint of that network.")

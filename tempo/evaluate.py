@@ -296,7 +296,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if device not in ACCELERATORS:
         raise ConfigError(f"eval.device must be one of {sorted(ACCELERATORS)}, got {device!r}")
     config, class_names, module = load_evaluated(cfg, overrides)
-    check_config(config)
+    checked = config.copy()
+    with open_dict(checked):
+        checked.ckpt_path = None  # read above; check_config checks it as a training run's resume path
+    check_config(checked)
     run_dir = Path(config.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
