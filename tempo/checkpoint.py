@@ -27,7 +27,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 NETWORK_KEYS = ("model.network._target_", "backbone._target_", "backbone.depth", "dataset.num_segments",
                 "dataset.input_size", "dataset.num_classes")
 # keys of the evaluation command itself, never taken from the training run
-OWN_KEYS = ("ckpt_path", "eval", "demo", "paths.output_dir")
+OWN_KEYS = ("ckpt_path", "eval", "paths.output_dir", "video", "top_k", "device", "gradcam", "gradcam_frames")
 
 
 def run_info(cfg: DictConfig, class_names: list[str] | None) -> dict:
@@ -160,7 +160,7 @@ def checkpoint_config(info: dict, user_cfg: DictConfig, overrides: list[str]) ->
         for group, option in groups:
             _merge_group(config, user_cfg, group, option)
         for key, _ in keys:
-            if key.split(".")[0] not in ("ckpt_path", "eval", "demo", "video", "gradcam"):
+            if key.split(".")[0] not in OWN_KEYS:
                 OmegaConf.update(config, key, _select(user_cfg, key), merge=False, force_add=True)
     check_network(saved, config, user_cfg, groups, str(user_cfg.get("ckpt_path")))
     with open_dict(config):
