@@ -22,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
 from tempo.checkpoint import RunInfo
+from tempo.complexity import network_complexity
 from tempo.config import check_config
+from tempo.loggers import logger_callbacks
 from tempo.module import TrainingDiverged
 from tempo.quiet import quiet_startup
 
@@ -146,7 +148,11 @@ def run(cfg: DictConfig) -> dict:
     module = build_module(cfg)
     history = MetricsHistory()
     loggers = build_loggers(cfg)
-    callbacks = [*build_callbacks(cfg, bool(loggers)), history, RunInfo(cfg)]  # config + class names in checkpoints
+    complexity = network_complexity(module.network, cfg) if is_rank_zero() else {}
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    callbacks = [*build_callbacks(cfg, bool(loggers)), history, RunInfo(cfg),  # config + class names in checkpoints
+                 *logger_callbacks(loggers, complexity)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
     failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
@@ -181,6 +187,7 @@ def run(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,  # completed epochs (the last one is numbered this in the logs)
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
+        "complexity": complexity,  # params, GMACs per clip
         "config": str(resolved),
         "run_dir": str(run_dir),
         "resumed_from": cfg.get("ckpt_path"),
