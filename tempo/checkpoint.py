@@ -18,10 +18,11 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tempo import CONF_DIR
 from tempo.config import ConfigError
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_PATH = Path(CONF_DIR)
 
 # the network is rebuilt from the checkpoint; these must not change under it
 NETWORK_KEYS = ("model.network._target_", "backbone._target_", "backbone.depth", "dataset.num_segments",
@@ -72,15 +73,15 @@ def parse_overrides(overrides: list[str]) -> tuple[list[tuple[str, str]], list[t
         name = name.lstrip("+~")
         if name.startswith("hydra"):
             continue
-        (groups if (CONF_DIR / name.split("@")[0]).is_dir() else keys).append((name, value))
+        (groups if (CONF_PATH / name.split("@")[0]).is_dir() else keys).append((name, value))
     return keys, groups
 
 
 def _option(group: str, option: str) -> tuple[str, dict]:
     """(package, content) of conf/<group>/<option>.yaml; package '' is the root."""
-    path = CONF_DIR / group / f"{option}.yaml"
+    path = CONF_PATH / group / f"{option}.yaml"
     if not path.is_file():
-        choices = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        choices = sorted(p.stem for p in (CONF_PATH / group).glob("*.yaml"))
         raise ConfigError(f"{group}={option}: no file {path}; choose one of {choices}")
     text = path.read_text()
     package = group.replace("/", ".")

@@ -17,15 +17,19 @@ DATASET_PATHS = {"root": ("videos", "/data/{name}"), "annotations": ("annotation
 
 
 def dataset_path_problem(dataset: str | None, key: str, value) -> str | None:
-    """What is wrong with `dataset.<key>` (root or annotations), with the fix; None if fine.
+    """What is wrong with `dataset.<key>` (root or annotations), with the fixes; None if fine.
     The one copy of this check: train (start-up), the data module and `tempo.prepare` use it."""
     what, example = DATASET_PATHS[key]
-    hint = (f"pass the folder holding the {dataset or 'dataset'} {what} "
-            f"(e.g. `dataset.{key}={example.format(name=dataset or '<name>')}`)")
+    name = dataset or "<name>"
     if value is None:
-        return f"dataset.{key} is not set; {hint}"
-    if not Path(str(value)).expanduser().exists():
-        return f"dataset.{key}={value} does not exist; {hint}"
+        return (f"dataset.{key} is not set; pass the folder holding the {dataset or 'dataset'} {what} "
+                f"(e.g. `dataset.{key}={example.format(name=name)}`)")
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        return (f"dataset.{key}: the {name} {what} folder {path.resolve()} does not exist. Either put the data "
+                f"there (layouts: README, Datasets), or set TEMPO_DATA_DIR (or paths.data_dir=) to the folder "
+                f"that holds your datasets, or pass both folders: "
+                f"`dataset.root=/path/to/videos dataset.annotations=/path/to/annotations`")
     return None
 
 
@@ -38,11 +42,11 @@ def _check_required(cfg: DictConfig) -> None:
 
 
 def _check_paths(cfg: DictConfig) -> None:
-    for key in DATASET_PATHS:
-        value = cfg.dataset.get(key)
-        problem = dataset_path_problem(cfg.dataset.name, key, value) if value is not None else None
-        if problem:
-            raise ConfigError(problem)
+    problems = [dataset_path_problem(cfg.dataset.name, key, cfg.dataset.get(key))
+                for key in DATASET_PATHS if cfg.dataset.get(key) is not None]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _check_segments(cfg: DictConfig) -> None:

@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from tempo import CONF_DIR
 from tempo.checkpoint import task_overrides
 from tempo.config import ConfigError
 from tempo.data.dataset import VideoDataset
@@ -90,7 +91,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     return prediction
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

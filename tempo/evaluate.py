@@ -32,6 +32,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from tempo import CONF_DIR
 from tempo.checkpoint import checkpoint_config, read_checkpoint, read_run_info, task_overrides
 from tempo.config import ConfigError, check_config
 from tempo.data.datamodule import VideoDataModule
@@ -322,7 +323,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     run(cfg)

@@ -37,6 +37,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tempo import CONF_DIR
 from tempo.config import dataset_path_problem
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.records import VideoRecord
@@ -377,8 +378,18 @@ def check_paths(cfg: DictConfig) -> None:
             raise PrepareError(f"{problem}; here `{key}=/path` works too")
 
 
+def apply_short_options(cfg: DictConfig) -> None:
+    """`root=` / `annotations=` are short for `dataset.root=` / `dataset.annotations=`."""
+    if "name" not in (cfg.get("dataset") or {}):
+        raise PrepareError("choose the dataset to check: `dataset=<k400|sthv1|sthv2|ucf101|hmdb51|diving48|list>`")
+    for key in ("root", "annotations"):
+        if cfg.get(key) is not None:
+            cfg.dataset[key] = cfg[key]
+
+
 def run(cfg: DictConfig) -> dict:
     """Check (and optionally convert) the dataset `cfg` names; returns the report (also written)."""
+    apply_short_options(cfg)
     check_paths(cfg)
     run_dir = Path(cfg.paths.output_dir)
     data = cfg.dataset.datamodule
@@ -410,7 +421,7 @@ def _common_root(records: Sequence[VideoRecord]) -> str:
     return common_root(records) if records else "."
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     report = run(cfg)
     if has_problems(report):

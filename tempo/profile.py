@@ -46,6 +46,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from tempo import CONF_DIR
+
 log = logging.getLogger(__name__)
 
 GEMM_OPS = ("aten.bmm", "aten.baddbmm", "aten.mm", "aten.addmm")
@@ -288,7 +290,7 @@ def write_report(report: dict, paths: list[Path]) -> None:
         print(f"profile: {path}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="profile")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     report = profile_network(cfg)

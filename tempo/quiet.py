@@ -12,7 +12,10 @@ WARNINGS = (
     # Lightning's use of a torch.utils._pytree API torch deprecated (not ours to fix)
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
-LOG_PREFIXES = ("💡 Tip:",)  # Lightning's advertising for its cloud services
+LOG_PREFIXES = (
+    "💡 Tip:",  # Lightning's advertising for its cloud services
+    "Trainer already configured with model summary callbacks",  # ours (tempo.callbacks.ParamSummary)
+)
 _installed = False
 
 

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tempo import CONF_DIR
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
 from tempo.checkpoint import RunInfo
 from tempo.complexity import network_complexity
@@ -27,9 +28,9 @@ from tempo.config import check_config
 from tempo.loggers import logger_callbacks
 from tempo.module import TrainingDiverged
 from tempo.quiet import quiet_startup
+from tempo.run_info import log_hyperparameters, print_config
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
@@ -101,7 +102,7 @@ def backbone_name(cfg: DictConfig) -> str | None:
         return HydraConfig.get().runtime.choices.get("backbone")
     composed = OmegaConf.to_container(cfg.backbone, resolve=True)
     best, best_score = None, float("-inf")
-    for path in sorted((CONF_DIR / "backbone").glob("*.yaml")):
+    for path in sorted((Path(CONF_DIR) / "backbone").glob("*.yaml")):
         option = OmegaConf.to_container(OmegaConf.load(path))
         option = {k: v for k, v in option.items() if k != "defaults"}
         score = sum(1 if composed.get(k) == v else -1 for k, v in option.items() if k != "pretrained")
@@ -148,9 +149,10 @@ def run(cfg: DictConfig) -> dict:
     module = build_module(cfg)
     history = MetricsHistory()
     loggers = build_loggers(cfg)
+    if is_rank_zero() and cfg.get("print_config", True):
+        print_config(cfg)
+    log_hyperparameters(loggers, cfg, module.network)
     complexity = network_complexity(module.network, cfg) if is_rank_zero() else {}
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     callbacks = [*build_callbacks(cfg, bool(loggers)), history, RunInfo(cfg),  # config + class names in checkpoints
                  *logger_callbacks(loggers, complexity)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -206,10 +208,8 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    if os.environ.get("TEMPO_PRINT_CONFIG"):
-        print(OmegaConf.to_yaml(cfg))
     torch.set_float32_matmul_precision("high")
     try:
         summary = run(cfg)

@@ -29,6 +29,7 @@ TINY = [
     "trainer.num_sanity_val_steps=0",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+    "print_config=false",
 ]
 
 

@@ -122,10 +122,21 @@ def test_every_dataset_config_has_the_shared_keys(built, tmp_path):
         OmegaConf.to_container(cfg.dataset, resolve=True)  # every interpolation resolves
 
 
-def test_root_and_annotations_are_required(tmp_path):
+def test_missing_dataset_folders_name_the_paths_and_the_fixes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMPO_DATA_DIR", str(tmp_path / "nodata"))
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", "dataset=ucf101"])
-    with pytest.raises(ConfigError, match=r"dataset.root is not set.*dataset.root=/data/ucf101"):
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    message = str(err.value)
+    for folder in ("ucf101/UCF-101", "ucf101/ucfTrainTestlist"):
+        assert f"{tmp_path / 'nodata' / folder} does not exist" in message
+    assert "put the data there" in message and "TEMPO_DATA_DIR" in message
+    assert "dataset.root=/path/to/videos dataset.annotations=/path/to/annotations" in message
+    # the generic list set has no standard place: it must be given
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", "dataset=list"])
+    with pytest.raises(ConfigError, match=r"dataset.root is not set"):
         run(cfg)
     with pytest.raises(ValueError, match=r"dataset.root is not set"):
         datamodule(cfg).setup("fit")

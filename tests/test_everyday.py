@@ -108,3 +108,20 @@ def test_optuna_search_runs_two_trials(tmp_path, synthetic_cache):
     assert set(result["best_params"]) == {"optimizer.lr", "optimizer.weight_decay"}
     values = [OmegaConf.load(sweep / j / "summary.json")["best"]["value"] for j in jobs]
     assert result["best_value"] == pytest.approx(max(values))
+
+
+def test_config_tree_and_hyperparameters_reach_the_loggers(tmp_path, synthetic_cache, capsys):
+    from tempo.train import run
+
+    cfg = compose_config([*TINY, "logger=csv", "print_config=true", "trainer.limit_train_batches=1",
+                          "trainer.limit_val_batches=1", "run_test=false"], tmp_path / "run", synthetic_cache)
+    run(cfg)
+    out = capsys.readouterr().out
+    assert "config" in out and "tempo.models.tsm.TSM" in out and "backbone" in out
+    hparams = yaml.safe_load((tmp_path / "run" / "csv" / "hparams.yaml").read_text())
+    assert hparams["model"]["network"]["_target_"] == "tempo.models.tsm.TSM"
+    assert hparams["dataset"]["num_segments"] == 4
+    from hydra.utils import instantiate
+
+    network = instantiate(cfg.model.network)
+    assert hparams["params"]["total"] == sum(p.numel() for p in network.parameters())
