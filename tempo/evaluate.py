@@ -1,40 +1,53 @@
-"""`python -m tempo.evaluate ckpt_path=… [model/backbone/dataset overrides] eval.tempo_strides=[1,…,8]`.
+"""`python -m tempo.evaluate ckpt_path=<ckpt> [overrides]`: evaluate a trained checkpoint.
 
-Tempo robustness (TCM paper, Fig. 4): accuracy of a trained checkpoint when the T frames of a clip are
-taken every τ frames instead of by TSN segments, for each stride τ in ``eval.tempo_strides``. The clip
-of each validation video is ``DenseSampler(clip_len=T, interval=τ)`` centred in the video (frames past
-the end repeat the last one), with the dataset's validation transforms (one centre crop). The network is
-rebuilt from the composed config, which must match the training run (same model/backbone/dataset
-options), and its weights are read from the Lightning checkpoint with ``weights_only=True``.
+The checkpoint carries its training config and class names (`tempo.checkpoint`): the network is rebuilt
+exactly and the dataset's test protocol is run as in training (Lightning's test loop, multi-view
+averaging, per-branch top-1). Command-line overrides apply on top (`dataset.root=…`, `test_views=10x3`);
+one that contradicts the checkpoint's network is an error. `ckpt_path=[a.ckpt,b.ckpt]` evaluates the
+ensemble of the checkpoints (`tempo.ensemble`: averaged scores over the same views, shared classes).
 
-Writes ``tempo_robustness.csv`` (stride, top1, top5, mean_class, videos, excluded) and
-``tempo_robustness.png`` (top-1 vs τ) in the run directory and prints the curve.
+Writes into the run directory: `eval.json` (top-1, top-5, mean-class, per-class and per-branch accuracy,
+excluded videos, most-confused pairs), `predictions.csv` (video, label, top-5 classes with scores),
+`confusion.png` (row-normalised; with many classes the most-confused pairs beside it).
 
-``eval.save_attention=N`` (sparse-attention models, ``model=tcnn_sparse``): first writes, for the first N
-validation videos (the dataset's own sampling and centre crop), a PNG strip each into ``<run dir>/attention/``:
-original, discriminative and complementary frames side by side, peaks marked (``tempo.visualize``).
-``eval.tempo_strides=[]`` then skips the robustness curve.
+Options: `eval.tempo_strides=[1,…,8]`: tempo robustness (TCM paper, Fig. 4), accuracy when the T frames of
+the centre clip of each validation video are taken every τ frames (DenseSampler; frames past the end
+repeat the last one) → `tempo_robustness.csv` / `.png`. `eval.save_attention=N` (sparse-attention models):
+PNG strips of the attention of the first N validation videos in `<run dir>/attention/` (`tempo.visualize`).
+`eval.test=false` skips the test protocol.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
+from tempo.checkpoint import checkpoint_config, read_checkpoint, read_run_info, task_overrides
 from tempo.config import ConfigError, check_config
 from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
+from tempo.ensemble import Ensemble
 from tempo.models.weights import state_dict_mismatch
 from tempo.module import RecognitionModule
+from tempo.predictions import (
+    PredictionCollector,
+    confusion_matrix,
+    most_confused,
+    per_class_accuracy,
+    plot_confusion,
+    write_predictions,
+)
 from tempo.train import build_module
 from tempo.visualize import save_attention_strips
 
@@ -72,18 +85,67 @@ def attention_pngs(module: RecognitionModule, datamodule: VideoDataModule, count
     return paths
 
 
-def load_module(cfg: DictConfig) -> RecognitionModule:
-    """The `RecognitionModule` of `cfg` with the weights of `cfg.ckpt_path` (every key must match)."""
-    module = build_module(cfg)
-    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint)
+def load_weights(module: RecognitionModule, cfg: DictConfig, path: str) -> RecognitionModule:
+    """`module` with the weights of checkpoint `path` (every key must match)."""
+    state = read_checkpoint(path)
+    state = state.get("state_dict", state)
     problem = state_dict_mismatch(module.state_dict(), state, unexpected_ok=False)
     if problem:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not fit the configured network "
+        raise ConfigError(f"ckpt_path={path} does not fit the configured network "
                           f"({cfg.model.network._target_}): {problem}. "
                           "Pass the training run's model/backbone/dataset options (or its experiment=...).")
     module.load_state_dict(state)
     return module.eval()
+
+
+def load_module(cfg: DictConfig) -> RecognitionModule:
+    """The `RecognitionModule` of `cfg` with the weights of `cfg.ckpt_path`."""
+    return load_weights(build_module(cfg), cfg, str(cfg.ckpt_path))
+
+
+def ckpt_paths(cfg: DictConfig) -> list[str]:
+    value = cfg.get("ckpt_path")
+    paths = [str(p) for p in value] if isinstance(value, ListConfig | list | tuple) else [str(value)] if value else []
+    if not paths:
+        raise ConfigError("ckpt_path is required: pass a checkpoint such as "
+                          "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt (or a list [a.ckpt,b.ckpt] "
+                          "to evaluate an ensemble)")
+    return paths
+
+
+def run_config(cfg: DictConfig, path: str, overrides: list[str]) -> tuple[DictConfig, list[str] | None]:
+    """(config, class names) of checkpoint `path`: its training run's, with the command-line overrides."""
+    info = read_run_info(path)
+    if info is None:
+        log.warning("%s stores no training config (saved by an older tempo): the network is built from the "
+                    "command line's model/backbone/dataset options", path)
+        return cfg, None
+    config = checkpoint_config(info, cfg, overrides)
+    with open_dict(config):
+        config.ckpt_path = path
+    return config, info.get("class_names")
+
+
+def load_evaluated(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str] | None, RecognitionModule]:
+    """(config, class names, module) of one checkpoint or of an ensemble (`ckpt_path=[a,b]`): members must share
+    the classes; the clip has the largest member's frame count (see `tempo.ensemble`)."""
+    paths = ckpt_paths(cfg)
+    runs = [run_config(cfg, path, overrides) for path in paths]
+    modules = [load_weights(build_module(config), config, path) for (config, _), path in zip(runs, paths, strict=True)]
+    config, names = runs[0]
+    if len(paths) == 1:
+        return config, names, modules[0]
+    for (other, other_names), path in zip(runs[1:], paths[1:], strict=True):
+        if int(other.dataset.num_classes) != int(config.dataset.num_classes) or (names and other_names != names):
+            raise ConfigError(f"ensemble members must share their classes: {paths[0]} has "
+                              f"{config.dataset.num_classes} ({(names or [])[:3]}…), {path} has "
+                              f"{other.dataset.num_classes} ({(other_names or [])[:3]}…)")
+    frames = [int(c.dataset.num_segments) for c, _ in runs]
+    config = runs[frames.index(max(frames))][0]  # the clip of the longest member; the others subsample it
+    with open_dict(config):
+        config.ckpt_path = paths
+    network = Ensemble([m.network for m in modules], frames, str(config.dataset.test_reduce))
+    return config, names, build_module(config, network=network).eval()
 
 
 def stride_loader(datamodule: VideoDataModule, clip_len: int, stride: int, batch_size: int | None):
@@ -162,36 +224,103 @@ def print_curve(rows: list[dict], title: str) -> None:
     Console().print(table)
 
 
-def run(cfg: DictConfig) -> list[dict]:
-    """Evaluate `cfg.ckpt_path` at every stride of `cfg.eval.tempo_strides`; writes CSV and PNG."""
-    if not cfg.get("ckpt_path"):
-        raise ConfigError("ckpt_path is required: pass a checkpoint such as "
-                          "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt")
-    check_config(cfg)
+def test_trainer(config: DictConfig, device: str, callbacks: list, run_dir: Path) -> L.Trainer:
+    """The run's trainer settings (precision…) on one device, without logger or checkpoints."""
+    options = {"devices": 1, "num_nodes": 1, "strategy": "auto", "logger": False, "callbacks": callbacks,
+               "enable_checkpointing": False, "enable_model_summary": False, "default_root_dir": str(run_dir)}
+    if device != "auto":
+        options["accelerator"] = ACCELERATORS[device]
+    return instantiate(config.trainer, **options)
+
+
+def test_protocol(config: DictConfig, module: RecognitionModule, datamodule: VideoDataModule,
+                  class_names: list[str] | None, device: str, run_dir: Path) -> dict:
+    """The dataset's test protocol through Lightning's test loop; writes eval.json, predictions.csv and
+    confusion.png into `run_dir` and returns what eval.json holds."""
+    collector = PredictionCollector()
+    trainer = test_trainer(config, device, [collector], run_dir)
+    metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    names = check_class_names(class_names, datamodule.class_names, config)
+    result = collector.result()
+    records = datamodule.datasets["test"].records
+    paths = [str(r.path) for r in records]
+    valid = result["valid"]
+    matrix = confusion_matrix(result["labels"][valid], result["scores"][valid].argmax(1), len(names))
+    per_class = per_class_accuracy(matrix)
+    excluded = [paths[int(i)] for i in result["indices"][~valid]]
+    report = {
+        "checkpoints": ckpt_paths(config),
+        "model": config.model.network._target_,
+        "dataset": config.dataset.name,
+        "test_views": config.dataset.get("test_views"),
+        "videos": int(valid.sum()),
+        **{k: float(metrics[f"test/{k}"]) for k in ("top1", "top5", "mean_class")},
+        "per_class": {name: (None if np.isnan(a) else float(a)) for name, a in zip(names, per_class, strict=True)},
+        "branches": {k.removeprefix("test/top1_"): float(v) for k, v in metrics.items() if k.startswith("test/top1_")},
+        "excluded": {"count": len(excluded), "videos": excluded},
+        "most_confused": most_confused(matrix, names),
+    }
+    (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    write_predictions(run_dir / "predictions.csv", result, paths, names)
+    title = f"{config.model.network._target_.rsplit('.', 1)[-1]} on {config.dataset.name}"
+    plot_confusion(matrix, names, run_dir / "confusion.png", title)
+    branches = "".join(f"  {k} {100 * v:.2f}" for k, v in report["branches"].items())
+    print(f"test ({report['videos']} videos, {config.dataset.get('test_views')} views): top-1 "
+          f"{100 * report['top1']:.2f}  top-5 {100 * report['top5']:.2f}  mean class "
+          f"{100 * report['mean_class']:.2f}{branches}  excluded {len(excluded)}")
+    print(f"wrote {run_dir / 'eval.json'}  {run_dir / 'predictions.csv'}  {run_dir / 'confusion.png'}")
+    return report
+
+
+def check_class_names(saved: list[str] | None, data: list[str] | None, config: DictConfig) -> list[str]:
+    """The checkpoint's class names, which the test annotations must share."""
+    if saved and data and list(saved) != list(data):
+        diff = next(i for i, (a, b) in enumerate(zip(saved, data, strict=False)) if a != b) \
+            if any(a != b for a, b in zip(saved, data, strict=False)) else min(len(saved), len(data))
+        raise ConfigError(f"the test annotations of dataset {config.dataset.name} name other classes than the "
+                          f"checkpoint: class {diff} is {data[diff] if diff < len(data) else None!r} there, "
+                          f"{saved[diff] if diff < len(saved) else None!r} in the checkpoint")
+    return list(saved or data or [str(i) for i in range(int(config.dataset.num_classes))])
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Evaluate `cfg.ckpt_path` (one checkpoint or a list: an ensemble) with its own training config and
+    the command line's `overrides` (Hydra's when None): the test protocol (eval.json, predictions.csv,
+    confusion.png), optionally the tempo-robustness curve and attention strips."""
+    ckpt_paths(cfg)
+    overrides = task_overrides() if overrides is None else list(overrides)
     save_attention = int(cfg.eval.get("save_attention") or 0)
     if save_attention < 0:
         raise ConfigError(f"eval.save_attention must be a number of videos ≥ 0, got {save_attention}")
-    strides = check_strides(cfg.eval.tempo_strides, allow_empty=save_attention > 0)
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    module = load_module(cfg)
-    datamodule = instantiate(cfg.dataset.datamodule, report_dir=str(run_dir))
+    strides = check_strides(cfg.eval.get("tempo_strides") or [], allow_empty=True)
     device = str(cfg.eval.device)
     if device not in ACCELERATORS:
         raise ConfigError(f"eval.device must be one of {sorted(ACCELERATORS)}, got {device!r}")
+    config, class_names, module = load_evaluated(cfg, overrides)
+    checked = config.copy()
+    with open_dict(checked):
+        checked.ckpt_path = None  # read above; check_config checks it as a training run's resume path
+    check_config(checked)
+    run_dir = Path(config.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
+    datamodule = instantiate(config.dataset.datamodule, report_dir=str(run_dir))
+    results: dict = {}
+    if cfg.eval.get("test", True):
+        results["test"] = test_protocol(config, module, datamodule, class_names, device, run_dir)
     if save_attention:
         attention_pngs(module, datamodule, save_attention, run_dir / "attention", device,
                        int(cfg.eval.get("attention_frames") or 4))
-    if not strides:
-        return []
-    rows = tempo_robustness(module, datamodule, int(cfg.dataset.num_segments), strides,
-                            ACCELERATORS[device], cfg.eval.get("batch_size"))
-    title = f"tempo robustness: {cfg.model.network._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"
-    print_curve(rows, title)
-    csv_path = write_csv(rows, run_dir / "tempo_robustness.csv")
-    png_path = plot_curve(rows, run_dir / "tempo_robustness.png", title)
-    print(f"tempo robustness: {csv_path}  {png_path}")
-    return rows
+    if strides:
+        rows = tempo_robustness(module, datamodule, int(config.dataset.num_segments), strides,
+                                ACCELERATORS[device], cfg.eval.get("batch_size"))
+        title = f"tempo robustness: {config.model.network._target_.rsplit('.', 1)[-1]} on {config.dataset.name}"
+        print_curve(rows, title)
+        csv_path = write_csv(rows, run_dir / "tempo_robustness.csv")
+        png_path = plot_curve(rows, run_dir / "tempo_robustness.png", title)
+        print(f"tempo robustness: {csv_path}  {png_path}")
+        results["tempo_robustness"] = rows
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")

@@ -243,11 +243,13 @@ class RecognitionModule(L.LightningModule):
             reduced[name] = logits.softmax(-1).mean(1) if self.test_reduce == "prob" else logits.mean(1)
         return reduced
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
         video = batch["video"]
         scores = self.multi_view_scores(video) if video.dim() == 6 else \
             self.scored_outputs(self.network(video))
+        main = scores["logits"].detach()
         self._update("test", scores, batch)
+        return {"scores": main}  # view-averaged scores, for callbacks (predictions, confusion matrix)
 
     def on_test_epoch_start(self) -> None:
         self.excluded_counts["test"].update(0.0)

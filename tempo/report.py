@@ -1,7 +1,9 @@
 """`python -m tempo.report <multirun dir>`: one table (and bar plot) of a sweep's jobs.
 
 Reads every `<job>/summary.json` and `<job>/.hydra/overrides.yaml` under the folder, prints
-a table of the swept overrides with best validation and test accuracy, and writes
+a table of the swept overrides with best validation and test accuracy, params/GMACs per clip,
+wall time and, for multi-branch networks, each branch's top-1 (`test/top1_<branch>`,
+`val/top1_<branch>`), and writes
 `report.csv`, `report.md` and `report.png` beside the jobs.
 """
 
@@ -17,7 +19,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-METRICS = ("best", "test/top1", "test/top5", "test/mean_class", "wall_time_s")
+METRICS = ("best", "test/top1", "test/top5", "test/mean_class", "wall_time_s", "params", "gmacs")
+BRANCH_PREFIXES = ("test/top1_", "val/top1_")  # per-branch accuracy of multi-branch networks
 
 
 def job_rows(sweep_dir: Path) -> list[dict]:
@@ -26,14 +29,26 @@ def job_rows(sweep_dir: Path) -> list[dict]:
         summary = json.loads(summary_path.read_text())
         overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        complexity = summary.get("complexity") or {}
+        test, final = summary.get("test") or {}, summary.get("final") or {}
+        branches = {k: v for k, v in {**final, **test}.items() if k.startswith(BRANCH_PREFIXES)}
         rows.append({
             "job": summary_path.parent.name,
             "overrides": overrides,
             "best": summary["best"]["value"],
-            **{k: summary.get("test", {}).get(k) for k in METRICS[1:4]},
+            **{k: test.get(k) for k in METRICS[1:4]},
             "wall_time_s": summary.get("wall_time_s"),
+            "params": complexity.get("params"),
+            "gmacs": complexity.get("gmacs"),
+            "branches": branches,
         })
     return rows
+
+
+def branch_columns(rows: list[dict]) -> list[str]:
+    """Per-branch metric names present in any job, test first."""
+    names = {k for row in rows for k in row.get("branches", {})}
+    return sorted(names, key=lambda k: (not k.startswith("test/"), k))
 
 
 def _job_key(name: str):
@@ -50,19 +65,36 @@ def swept_overrides(rows: list[dict]) -> list[dict[str, str]]:
 
 def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]]) -> None:
     columns = sorted({k for a in axes for k in a})
+    branches = branch_columns(rows)
     with open(sweep_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", *columns, *METRICS])
+        writer.writerow(["job", *columns, *METRICS, *branches])
         for row, axis in zip(rows, axes, strict=True):
-            writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS)])
-    lines = ["| job | " + " | ".join([*columns, "best val", "test top-1", "test top-5"]) + " |",
-             "|" + "---|" * (len(columns) + 4)]
+            writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS),
+                             *(row["branches"].get(b) for b in branches)])
+    head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches]
+    lines = ["| job | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for row, axis in zip(rows, axes, strict=True):
-        lines.append(f"| {row['job']} | " + " | ".join([*(axis.get(c, "") for c in columns),
-                                                       _pct(row["best"]), _pct(row["test/top1"]),
-                                                       _pct(row["test/top5"])]) + " |")
+        lines.append(f"| {row['job']} | " + " | ".join([*(axis.get(c, "") for c in columns), *_cells(row, branches)])
+                     + " |")
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
     _plot(sweep_dir / "report.png", rows, axes)
+
+
+def _cells(row: dict, branches: list[str]) -> list[str]:
+    """best, test top-1/5, params (M), GMACs, wall time, then the branches' accuracies, as printed."""
+    params = "" if row["params"] is None else f"{row['params'] / 1e6:.2f}"
+    gmacs = "" if row["gmacs"] is None else f"{row['gmacs']:.2f}"
+    return [_pct(row["best"]), _pct(row["test/top1"]), _pct(row["test/top5"]), params, gmacs,
+            _duration(row["wall_time_s"]), *(_pct(row["branches"].get(b)) for b in branches)]
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _pct(value) -> str:
@@ -99,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     axes = swept_overrides(rows)
     write_outputs(args.sweep_dir, rows, axes)
     columns = sorted({k for a in axes for k in a})
+    branches = branch_columns(rows)
     table = Table(title=f"sweep {args.sweep_dir}")
-    for c in ["job", *columns, "best val", "test top-1", "test top-5"]:
+    for c in ["job", *columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time",
+              *branches]:
         table.add_column(c)
     for row, axis in zip(rows, axes, strict=True):
-        table.add_row(row["job"], *(axis.get(c, "") for c in columns), _pct(row["best"]),
-                      _pct(row["test/top1"]), _pct(row["test/top5"]))
+        table.add_row(row["job"], *(axis.get(c, "") for c in columns), *_cells(row, branches))
     Console().print(table)
     print(f"written: {args.sweep_dir / 'report.csv'}, report.md, report.png")
     return 0

@@ -23,7 +23,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tempo import CONF_DIR
 from tempo.acceleration import apply_model_switches, resolve_precision
 from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
+from tempo.checkpoint import RunInfo
+from tempo.complexity import network_complexity
 from tempo.config import check_config
+from tempo.loggers import logger_callbacks
 from tempo.module import TrainingDiverged
 from tempo.multirun import pin_ddp_ranks_to_job
 from tempo.quiet import quiet_startup
@@ -153,7 +156,9 @@ def run(cfg: DictConfig) -> dict:
     if is_rank_zero() and cfg.get("print_config", True):
         print_config(cfg)
     log_hyperparameters(loggers, cfg, module.network)
-    callbacks = [*build_callbacks(cfg, bool(loggers)), history]
+    complexity = network_complexity(module.network, cfg) if is_rank_zero() else {}
+    callbacks = [*build_callbacks(cfg, bool(loggers)), history, RunInfo(cfg),  # config + class names in checkpoints
+                 *logger_callbacks(loggers, complexity)]
     cfg.trainer.precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
@@ -189,6 +194,7 @@ def run(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,  # completed epochs (the last one is numbered this in the logs)
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
+        "complexity": complexity,  # params, GMACs per clip
         "config": str(resolved),
         "run_dir": str(run_dir),
         "resumed_from": cfg.get("ckpt_path"),

@@ -73,7 +73,8 @@ def test_local_configs_are_git_ignored_but_the_example():
     assert kept.returncode == 1  # not ignored
 
 
-@pytest.mark.parametrize("script", ["tempo-train", "tempo-evaluate", "tempo-prepare", "tempo-profile", "tempo-report"])
+@pytest.mark.parametrize("script", ["tempo-train", "tempo-evaluate", "tempo-prepare", "tempo-profile", "tempo-report",
+                                    "tempo-demo"])
 def test_console_scripts_are_installed(script):
     path = Path(sys.executable).parent / script
     assert path.is_file(), f"{path} missing: run `make setup` (pyproject.toml [project.scripts])"

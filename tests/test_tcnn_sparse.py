@@ -293,7 +293,7 @@ def test_evaluate_writes_attention_strips_of_decoded_clips(tmp_path, synthetic_c
             f"paths.output_dir={tmp_path / 'eval'}", f"paths.cache_dir={synthetic_cache}", *TCNN_TINY,
             "model=tcnn_sparse", f"ckpt_path={summary['checkpoints']['last']}", "eval.save_attention=3",
             "eval.tempo_strides=[]", "eval.attention_frames=4", "eval.device=cpu"])
-    assert evaluate(cfg) == []
+    assert set(evaluate(cfg)) == {"test"}  # the test protocol ran, no tempo-robustness curve
     pngs = sorted((tmp_path / "eval" / "attention").glob("*.png"))
     assert len(pngs) == 3
     size = 28  # dataset.input_size

@@ -1,0 +1,100 @@
+"""`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true]`: classify one video with a checkpoint.
+
+The network, class names, frame sampling and centre crop are the checkpoint's (its training config,
+`tempo.checkpoint`); the video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
+either reads). Prints the top-k classes with their probabilities and writes them to `<run dir>/prediction.json`;
+`gradcam=true` also writes `<run dir>/gradcam.png`: the sampled frames and, below them, the Grad-CAM map of the
+top class overlaid (`tempo.gradcam`, the same for 2D and 3D networks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from tempo import CONF_DIR
+from tempo.checkpoint import task_overrides
+from tempo.config import ConfigError
+from tempo.data.dataset import VideoDataset
+from tempo.data.records import VideoRecord
+from tempo.data.sources import open_video
+from tempo.data.transforms import Compose
+from tempo.evaluate import load_evaluated
+from tempo.gradcam import class_activation, gradcam_strip
+from tempo.visualize import frame_indices, to_uint8
+
+
+def read_clip(config: DictConfig, path: str) -> torch.Tensor:
+    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset."""
+    source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
+    datamodule = config.dataset.datamodule
+    transforms = [instantiate(t) for t in datamodule.val_transforms if t is not None]
+    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], instantiate(datamodule.sampler),
+                           Compose(transforms), backend="decord")
+    return dataset.load(0, None)["video"]
+
+
+def pick_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda", "gpu"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Top-k of `cfg.video` (and the Grad-CAM strip with `cfg.gradcam`); returns what prediction.json holds."""
+    if not cfg.get("video"):
+        raise ConfigError("video is required: python -m tempo.demo ckpt_path=<ckpt> video=<file>")
+    if not Path(str(cfg.video)).is_file():
+        raise ConfigError(f"video={cfg.video}: no such file")
+    overrides = task_overrides() if overrides is None else list(overrides)
+    config, class_names, module = load_evaluated(cfg, overrides)
+    names = list(class_names or [str(i) for i in range(int(config.dataset.num_classes))])
+    device = pick_device(str(cfg.device))
+    module = module.to(device).eval()
+    clip = read_clip(config, str(cfg.video))
+    video = module.on_after_batch_transfer({"video": clip[None].to(device)}, 0)["video"]
+    if cfg.gradcam:
+        result = class_activation(module.network, video)
+        logits = result["logits"]
+    else:
+        with torch.no_grad():
+            logits = module.network(video)["logits"][0].float().cpu()
+    probs = logits.float().softmax(-1)
+    k = min(int(cfg.top_k), len(names))
+    values, classes = probs.topk(k)
+    paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
+    top = [{"class": names[c], "index": c, "score": float(v)}
+           for c, v in zip(classes.tolist(), values.tolist(), strict=True)]
+    prediction = {"video": str(cfg.video), "checkpoints": [str(p) for p in paths], "top": top}
+    for rank, entry in enumerate(prediction["top"], 1):
+        print(f"{rank}. {entry['class']:<40s} {entry['score']:.4f}")
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.gradcam:
+        frames = to_uint8(video[0], module.mean, module.std)
+        indices = frame_indices(frames.shape[0], int(cfg.gradcam_frames))
+        size = frames.shape[1]
+        title = f"{names[result['target']]} ({float(probs[result['target']]):.2f}) - Grad-CAM of {result['layer']}"
+        strip = gradcam_strip(frames, result["cam"].numpy(), title, indices, scale=max(1, 112 // size))
+        path = run_dir / "gradcam.png"
+        strip.save(path)
+        prediction["gradcam"] = {"png": str(path), "layer": result["layer"], "frames": indices}
+        print(f"Grad-CAM ({result['layer']}): {path}")
+    (run_dir / "prediction.json").write_text(json.dumps(prediction, indent=2))
+    return prediction
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
