@@ -71,6 +71,17 @@ def wandb_logger(offline: bool | None = None, **kwargs):
     return WandbLogger(offline=offline, **kwargs)
 
 
+def finish_runs(loggers: list) -> None:
+    """End the W&B run of a finished job. Lightning leaves it open, and the next `WandbLogger` in the same
+    process (the next job of a multirun, the next test) would then reuse it and log into the old run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
+
+
 def logger_callbacks(loggers: list, complexity: dict, clips: int = 4) -> list[L.Callback]:
     """The callbacks the configured loggers need (W&B: `WandbDashboard`)."""
     from lightning.pytorch.loggers import WandbLogger

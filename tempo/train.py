@@ -26,7 +26,7 @@ from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, 
 from tempo.checkpoint import RunInfo
 from tempo.complexity import network_complexity
 from tempo.config import check_config
-from tempo.loggers import logger_callbacks
+from tempo.loggers import finish_runs, logger_callbacks
 from tempo.module import TrainingDiverged
 from tempo.multirun import pin_ddp_ranks_to_job
 from tempo.quiet import quiet_startup
@@ -208,6 +208,7 @@ def run(cfg: DictConfig) -> dict:
         write_summary(run_dir / "summary.json", summary)
         print(f"summary: {run_dir / 'summary.json'}  best {metric}={best_score}  "
               f"test={ {k: round(v, 4) for k, v in test_metrics.items()} }")
+    finish_runs(loggers)
     if failure is not None:
         raise TrainingDiverged(failure["message"], failure)
     return summary

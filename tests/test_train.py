@@ -101,6 +101,18 @@ def test_wandb_logger_runs_offline_without_key(tiny_cfg, monkeypatch, tmp_path):
     assert offline_runs, "W&B must fall back to an offline run when no key is configured"
 
 
+def test_each_run_in_a_process_gets_its_own_wandb_run(tmp_path, synthetic_cache):
+    """Jobs of a multirun share one process: a W&B run left open would swallow the next job's logs."""
+    from tests.conftest import TINY, compose_config
+
+    for job in ("0", "1"):
+        cfg = compose_config([*TINY, "logger=wandb", "run_test=false", "trainer.limit_train_batches=1",
+                              "trainer.limit_val_batches=1"], tmp_path / job, synthetic_cache)
+        run(cfg)
+    for job in ("0", "1"):
+        assert len(list((tmp_path / job / "wandb").glob("offline-run-*"))) == 1, job
+
+
 def test_undecodable_training_video_is_skipped_and_counted(tiny_cfg):
     cfg = tiny_cfg("run_test=false", "dataset.datamodule.reader.seed=7")
     from hydra.utils import instantiate
