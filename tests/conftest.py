@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m tempo.train <args>` from the repository root, offline W&B, one thread per process."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "tempo.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def sweep_params(experiment: str) -> dict[str, list[str]]:
+    """The jobs' values per swept key of a multirun experiment, as Hydra's sweeper expands them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    parser = OverridesParser.create()
+    return {k: list(parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator())
+            for k, v in cfg.hydra.sweeper.params.items()}

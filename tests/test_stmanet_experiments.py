@@ -3,18 +3,15 @@ job lists, and end-to-end CLI runs at tiny scale (synthetic set, each sweep, Div
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, TINY, compose_config
+from tests.conftest import CONF_DIR, TINY, compose_config, sweep_params, train_cli
 from tests.official_fixtures import make_diving48
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,13 +74,7 @@ def test_recipe_numbers(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))
 def test_sweep_params(name):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
-    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    parser = OverridesParser.create()
-    parsed = {k: list(parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator())
-              for k, v in cfg.hydra.sweeper.params.items()}
-    assert parsed == SWEEPS[name]
+    assert sweep_params(name) == SWEEPS[name]
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
@@ -99,16 +90,11 @@ def test_lambda_pairs_set_the_regularizer_weights(tmp_path):
 
 
 # -- end to end (CLI) ----------------------------------------------------------------------------------
-def _cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "tempo.train", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
 
 @pytest.mark.slow
 def test_stmanet_trains_on_the_synthetic_set(tmp_path, synthetic_cache):
     run_dir = tmp_path / "run"
-    res = _cli(["model=stmanet", *TINY_3D, "sampler=dense", "logger=csv", "trainer.max_epochs=2",
+    res = train_cli(["model=stmanet", *TINY_3D, "sampler=dense", "logger=csv", "trainer.max_epochs=2",
                 f"paths.cache_dir={synthetic_cache}", f"hydra.run.dir={run_dir}"])
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -131,7 +117,7 @@ def _job_overrides(sweep_dir: Path) -> list[list[str]]:
 @pytest.mark.parametrize("name", sorted(SWEEPS))
 def test_sweep_runs_end_to_end_at_tiny_scale(name, tmp_path, synthetic_cache):
     sweep_dir = tmp_path / "sweep"
-    res = _cli([f"experiment={name}", "dataset=synthetic", *TINY_3D, "trainer.max_steps=1",
+    res = train_cli([f"experiment={name}", "dataset=synthetic", *TINY_3D, "trainer.max_steps=1",
                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
                 "dataset.datamodule.test_sampler.stride=4",
                 f"paths.cache_dir={synthetic_cache}", f"hydra.sweep.dir={sweep_dir}"])
@@ -162,7 +148,8 @@ def test_diving48_recipe_runs_on_the_official_layout(tmp_path):
     root, annotations = make_diving48(tmp_path / "data")  # 12-frame clips: 8 frames at stride 2 loop-pad
     run_dir = tmp_path / "run"
     generic = [o for o in TINY_3D if not o.startswith("dataset.datamodule.reader.")]
-    res = _cli(["experiment=stmanet_diving48", *generic, f"dataset.root={root}", f"dataset.annotations={annotations}",
+    res = train_cli(["experiment=stmanet_diving48", *generic, f"dataset.root={root}",
+                     f"dataset.annotations={annotations}",
                 "dataset.num_classes=3", "dataset.num_segments=8", "dataset.input_size=32", "dataset.short_side=36",
                 "dataset.batch_size=3", "dataset.datamodule.pin_memory=false", "trainer.max_steps=2",
                 "dataset.datamodule.test_sampler.stride=4", f"paths.cache_dir={tmp_path / 'cache'}",

@@ -4,9 +4,6 @@ attention PNG strips of `tempo.evaluate`, and tiny CLI runs (training, the branc
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +23,11 @@ from tempo.module import param_groups
 from tempo.train import build_module
 from tempo.train import run as train
 from tempo.visualize import GAP
-from tests.conftest import CONF_DIR, TINY, compose_config
+from tests.conftest import CONF_DIR, TINY, compose_config, train_cli
 
 # tiny CPU models: one intra-op thread is far faster on the shared, busy machine
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_WIDTHS = [4, 8, 8, 8, 12, 12, 16]
 TINY_BACKBONE = "backbone@model.network.backbone=tcnn_tiny"  # the T-CNN models' own backbone entry
 TCNN_TINY = [o for o in TINY if not o.startswith("backbone=")] + [TINY_BACKBONE, "dataset.num_segments=8"]
@@ -319,16 +315,12 @@ def test_save_attention_needs_a_sparse_model(tmp_path, synthetic_cache, one_thre
         evaluate(cfg)
 
 
-def _cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "tempo.train", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
 
 @pytest.mark.slow
 def test_cli_trains_the_sparse_model_and_logs_every_loss_term(tmp_path, synthetic_cache):
     run_dir = tmp_path / "run"
-    res = _cli(["model=tcnn_sparse", *TCNN_TINY, "trainer.max_steps=2", "logger=csv", "trainer.limit_val_batches=1",
+    res = train_cli(["model=tcnn_sparse", *TCNN_TINY, "trainer.max_steps=2", "logger=csv",
+                     "trainer.limit_val_batches=1",
                 "trainer.limit_test_batches=1",
                 f"paths.cache_dir={synthetic_cache}", f"hydra.run.dir={run_dir}"])
     assert res.returncode == 0, res.stderr[-3000:]
@@ -344,7 +336,7 @@ def test_cli_trains_the_sparse_model_and_logs_every_loss_term(tmp_path, syntheti
 @pytest.mark.slow
 def test_branch_sweep_runs_end_to_end_at_tiny_scale(tmp_path, synthetic_cache):
     sweep_dir = tmp_path / "sweep"
-    res = _cli(["experiment=tcnn_sparse_ablation_branches", "dataset=synthetic", *TCNN_TINY,
+    res = train_cli(["experiment=tcnn_sparse_ablation_branches", "dataset=synthetic", *TCNN_TINY,
                 "dataset.input_size=28", "dataset.short_side=32", "dataset.batch_size=8",
                 "dataset.datamodule.train_transforms.0.height=32", "dataset.datamodule.train_transforms.0.width=40",
                 "test_views=1x1", "trainer.max_steps=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",

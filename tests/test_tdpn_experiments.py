@@ -3,21 +3,14 @@ job list, and every recipe and every ablation job end to end at tiny scale throu
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tempo.report import main as report_main
 from tempo.train import build_module
-from tests.conftest import CONF_DIR, TINY, compose_config
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import CONF_DIR, TINY, compose_config, sweep_params, train_cli
 
 # experiment → (dataset, depth, sampler, frames, milestones, epochs, grad clip)
 RECIPES = {
@@ -80,19 +73,9 @@ def test_recipe_builds_offline(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))
 def test_sweep_params(name):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
-    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    parser = OverridesParser.create()
-    parsed = {k: [s.lower() for s in parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator()]
-              for k, v in cfg.hydra.sweeper.params.items()}
+    parsed = {k: [v.lower() for v in values] for k, values in sweep_params(name).items()}
     assert parsed == SWEEPS[name]
 
-
-def _cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "tempo.train", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 # the tiny synthetic set with the 3D tiny backbone; 2 optimiser steps, one val and one test batch
@@ -105,7 +88,7 @@ TINY_3D = [o for o in TINY if not o.startswith("backbone=")] + [
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_runs_at_tiny_scale(name, tmp_path, synthetic_cache):
     run_dir = tmp_path / "run"
-    res = _cli([f"experiment={name}", *TINY_3D, f"paths.cache_dir={synthetic_cache}", f"hydra.run.dir={run_dir}"])
+    res = train_cli([f"experiment={name}", *TINY_3D, f"paths.cache_dir={synthetic_cache}", f"hydra.run.dir={run_dir}"])
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["model"] == "tempo.models.tdpn.TDPN" and summary["global_step"] == 2
@@ -117,7 +100,7 @@ def test_recipe_runs_at_tiny_scale(name, tmp_path, synthetic_cache):
 @pytest.mark.slow
 def test_ablation_sweep_runs_all_four_jobs_at_tiny_scale(tmp_path, synthetic_cache):
     sweep_dir = tmp_path / "sweep"
-    res = _cli(["experiment=tdpn_ablation_modules", *TINY_3D, f"paths.cache_dir={synthetic_cache}",
+    res = train_cli(["experiment=tdpn_ablation_modules", *TINY_3D, f"paths.cache_dir={synthetic_cache}",
                 f"hydra.sweep.dir={sweep_dir}"])
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name))
