@@ -1,5 +1,5 @@
-"""Evaluation metrics of `RecognitionModule`: accuracy of the main logits, of any per-branch
-logits a network returns, and counters summed over processes.
+"""Metrics of `RecognitionModule`: accuracy of the main logits, of any per-branch logits a
+network returns, counters summed over processes, and the epoch means of the training loss terms.
 
 All are torchmetrics, registered as submodules, so they follow the module's device and
 synchronise over DDP when computed.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection, SumMetric
+from torchmetrics import Metric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 
@@ -75,3 +75,75 @@ class ProcessSums(nn.Module):
         metric.reset()
         self.local[name] = 0
         return value
+
+
+class EpochMean(Metric):
+    """Batch-size-weighted mean of a scalar over an epoch (a training loss term), accumulated on
+    the device with no host sync, plus the latest step's value as a host tensor for loggers and
+    the progress bar.
+
+    Logged as a Metric object (`self.log(name, metric, on_step=True, on_epoch=True)`): Lightning
+    reads `_forward_cache` for `<name>_step` and computes (summed over processes) and resets the
+    metric at the epoch's end for `<name>_epoch`. `_forward_cache` is refreshed only by
+    `step_value_to_host`, which the module calls on the steps that reach the loggers; it stays on
+    the host when Lightning moves the metric to the device, so the progress bar's per-step read of
+    it never waits for the accelerator.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.last: torch.Tensor | None = None
+
+    def update(self, value: torch.Tensor, weight: int) -> None:
+        value = value.detach().float()
+        self.total += value * weight
+        self.weight += weight
+        self.last = value
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight
+
+    def step_value_to_host(self) -> None:
+        """The latest step's value → `_forward_cache`, on the host (one device sync)."""
+        if self.last is not None:
+            self._forward_cache = self.last.cpu()
+
+    def _apply(self, fn, *args, **kwargs):
+        cache = self._forward_cache
+        this = super()._apply(fn, *args, **kwargs)
+        this._forward_cache = cache  # stays on the host: see the class docstring
+        if this.last is not None:
+            this.last = fn(this.last)
+        return this
+
+
+class EpochMeans(nn.Module):
+    """One `EpochMean` per named term (each loss term a network's loss returns), created the
+    first time a name is seen, so any loss can add terms without the module knowing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics = nn.ModuleDict()
+        self.names: dict[str, str] = {}  # term name → ModuleDict key (no dots)
+
+    def update(self, values: dict[str, torch.Tensor], weight: int) -> bool:
+        """Add a step's values; True when a term was seen for the first time."""
+        new = False
+        for name, value in values.items():
+            key = self.names.get(name)
+            if key is None:
+                key = self.names[name] = name.replace(".", "_")
+                self.metrics[key] = EpochMean().to(value.device)
+                new = True
+            self.metrics[key].update(value, weight)
+        return new
+
+    def items(self):
+        """(term name, metric, the metric's attribute path below this module)."""
+        return [(name, self.metrics[key], f"metrics.{key}") for name, key in self.names.items()]

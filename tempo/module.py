@@ -6,6 +6,11 @@ of `outputs["branch_logits"]` when a network returns per-branch logits (`val/top
 multi-view test batches (B, V, C, T, H, W) are run in chunks of views and averaged (softmax
 `prob` or logits `score`), branches the same way. Samples the loader marks invalid
 (undecodable) are excluded from the metrics and counted, summed over processes.
+
+A training step does no host sync and at most one Lightning `self.log` per value on the steps
+whose values reach the loggers (every `trainer.log_every_n_steps`): loss terms and train top-1
+accumulate on the device every step and are computed once per epoch. The loss is checked for
+non-finite values every `finite_check_every` steps (1: every step, before its update).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tempo.losses import CrossEntropy
-from tempo.metrics import BranchAccuracy, accuracy_metrics
+from tempo.metrics import BranchAccuracy, EpochMeans, accuracy_metrics
 from tempo.schedules import build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
@@ -90,10 +95,14 @@ class RecognitionModule(L.LightningModule):
         std: Sequence[float] = IMAGENET_STD,
         test_reduce: str = "prob",
         test_chunk: int = 10,
+        finite_check_every: int = 1,
     ):
         super().__init__()
         if test_reduce not in ("prob", "score"):
             raise ValueError(f"test_reduce must be 'prob' or 'score', got {test_reduce!r}")
+        if finite_check_every < 0:
+            raise ValueError(f"module.finite_check_every={finite_check_every} must be ≥ 0 (0: off, 1: every step, "
+                             "N: every N steps)")
         self.network = network
         self.loss = loss if loss is not None else CrossEntropy()
         self.num_classes = num_classes
@@ -104,13 +113,18 @@ class RecognitionModule(L.LightningModule):
         self.no_decay_norm_bias = no_decay_norm_bias
         self.test_reduce = test_reduce
         self.test_chunk = test_chunk
+        self.finite_check_every = finite_check_every
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1, 1), persistent=False)
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
         self.val_branches = BranchAccuracy(num_classes, prefix="val/")
         self.test_branches = BranchAccuracy(num_classes, prefix="test/")
-        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # no argument checks per step: they read the labels back to the host (a device sync)
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
+        self.train_losses = EpochMeans()  # each loss term's epoch mean
+        self._epoch_logged = False  # the epoch-level metrics are registered with Lightning this epoch
+        self._unchecked: list[tuple] = []  # steps whose loss was not yet checked (finite_check_every > 1)
         # counted per process, summed over processes when computed (DDP)
         self.train_failures = SumMetric()
         self.excluded_counts = nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})
@@ -142,29 +156,72 @@ class RecognitionModule(L.LightningModule):
         outputs = self.network(batch["video"])
         terms = self.loss(outputs, batch["label"])
         bs = batch["label"].shape[0]
-        for name, value in terms.items():
-            key = "train/loss" if name == "loss" else f"train/loss_{name}"
-            self.log(key, value, prog_bar=name == "loss", batch_size=bs, on_step=True, on_epoch=True)
-        self.train_top1(outputs["logits"].detach(), batch["label"])
-        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=bs)
+        new_terms = self.train_losses.update(terms, bs)
+        self.train_top1.update(outputs["logits"].detach(), batch["label"])
         failures = batch.get("num_failures", 0)
         if failures:  # host count: the device sees an update only when a video failed
             self.train_failures.update(float(failures))
-        self.log("train/decode_failures", self.train_failures, on_step=False, on_epoch=True, batch_size=bs)
+        self._log_train_metrics(bs, force=new_terms)
         self._stop_if_non_finite(terms, batch)
         return terms["loss"]
 
+    def _log_train_metrics(self, batch_size: int, force: bool = False) -> None:
+        """Each loss term as `train/loss[_<name>]` (`_step`: the step's value, `_epoch`: the epoch's
+        batch-weighted mean), `train/top1` and `train/decode_failures` per epoch.
+
+        The metrics accumulate on the device in `training_step`; Lightning needs to be handed them
+        once per epoch (it computes and resets them at the epoch's end) and again on the steps whose
+        values go to the loggers, so `self.log` (≈0.1–0.3 ms of Python a call) runs only then. Between
+        those steps the progress bar shows the last logged loss."""
+        first = not self._epoch_logged
+        if not (first or force or self._logger_step()):
+            return
+        self._epoch_logged = True
+        for name, metric, attribute in self.train_losses.items():
+            metric.step_value_to_host()
+            self.log("train/loss" if name == "loss" else f"train/loss_{name}", metric, prog_bar=name == "loss",
+                     on_step=True, on_epoch=True, batch_size=batch_size,
+                     metric_attribute=f"train_losses.{attribute}")
+        if first:
+            self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log("train/decode_failures", self.train_failures, on_step=False, on_epoch=True,
+                     batch_size=batch_size)
+
+    def _logger_step(self) -> bool:
+        """Whether Lightning sends this step's values to the loggers (`trainer.log_every_n_steps`)."""
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return connector is None or bool(connector.should_update_logs) or bool(self.trainer.fast_dev_run)
+
     def _stop_if_non_finite(self, terms: dict, batch: dict) -> None:
-        """Stop at the first non-finite loss, before its update: what was saved stays finite."""
-        bad = not bool(torch.isfinite(terms["loss"].detach()))  # the progress bar syncs the loss anyway
+        """Stop at the first non-finite loss. With `finite_check_every=1` the check reads one flag
+        per step (a device sync on an accelerator) before the step's update, so what was saved stays
+        finite; with N > 1 the flags stay on the device and are read every N steps and at the end
+        of the epoch (before anything is saved), naming the first non-finite step and its batch."""
+        if not self.finite_check_every:
+            return
+        loss = terms["loss"].detach()
+        pending = (self.trainer.global_step, self.trainer.current_epoch + 1, ~torch.isfinite(loss),
+                   {name: value.detach() for name, value in terms.items()}, batch.get("index"))
+        self._unchecked.append(pending)
+        if len(self._unchecked) >= self.finite_check_every:
+            self._check_unchecked()
+
+    def _check_unchecked(self) -> None:
+        """Read the pending steps' non-finite flags (one device sync) and raise at the first."""
+        pending, self._unchecked = self._unchecked, []
+        if not pending:
+            return
+        flags = pending[0][2].view(1) if len(pending) == 1 else torch.stack([p[2] for p in pending])
+        bad = bool(flags.any())
         if self.trainer.world_size > 1:  # every process must stop together
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return
-        indices = [int(i) for i in batch["index"].tolist()] if "index" in batch else []
+        first = next((p for p, flag in zip(pending, flags.tolist(), strict=True) if flag), pending[-1])
+        step, epoch, _, terms, index = first  # on another process, this one's last checked step
+        indices = [int(i) for i in index.tolist()] if index is not None else []
         paths = self._train_paths(indices)
-        step, epoch = self.trainer.global_step, self.trainer.current_epoch + 1
-        values = {name: float(value.detach()) for name, value in terms.items()}
+        values = {name: float(value) for name, value in terms.items()}
         shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
         raise TrainingDiverged(
             f"non-finite loss at step {step} (epoch {epoch}): {shown}. Batch (dataset indices on this "
@@ -182,9 +239,11 @@ class RecognitionModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.train_failures.update(0.0)  # computed every epoch, also when nothing failed
+        self._epoch_logged = False
 
     def on_train_epoch_end(self) -> None:
-        check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)  # before saving
+        self._check_unchecked()  # before saving
+        check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)
         # callbacks read the metric first (it is computed once, on every process)
         value = self.trainer.callback_metrics.get("train/decode_failures")
         self.decode_failures += int(round(float(value))) if value is not None else 0
@@ -226,6 +285,7 @@ class RecognitionModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.excluded_counts["val"].update(0.0)
         if self.trainer.state.fn == "fit":  # not when evaluating a saved model
+            self._check_unchecked()
             check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)
 
     def on_validation_epoch_end(self) -> None:
