@@ -147,20 +147,22 @@ class Interleave(L.Callback):
         self.bare, self.loader = bare, loader
         self.lightning: list[float] = []
         self.bare_times: list[float] = []
+        self.module: L.LightningModule | None = None
         self._resumed = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         now = time.perf_counter()
-        if self._resumed is not None:
+        self.module = pl_module
+        if self._resumed is not None:  # Lightning's step `batch_idx` (the first one has no start mark)
             self.lightning.append(now - self._resumed)
-            start = time.perf_counter()
-            self.bare.step(self.loader.batches[batch_idx])
-            self.bare_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        self.bare.step(self.loader.batches[batch_idx])
+        self.bare_times.append(time.perf_counter() - start)
         self._resumed = time.perf_counter()
 
     def result(self) -> tuple[float, float]:
-        """(mean Lightning step, mean bare step) in seconds, warm-up left out."""
-        return statistics.fmean(self.lightning[SKIP:]), statistics.fmean(self.bare_times[SKIP:])
+        """(mean Lightning step, mean bare step) in seconds over the same steps, warm-up left out."""
+        return statistics.fmean(self.lightning[SKIP:]), statistics.fmean(self.bare_times[SKIP + 1:])
 
 
 class PlainModule(L.LightningModule):

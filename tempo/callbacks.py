@@ -102,11 +102,12 @@ class ReadsAtARate:
     interpreter, for a display nobody reads faster than a few times a second."""
 
     reads_per_s: float = 4.0
+    clock = staticmethod(time.monotonic)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         self._steps_done = batch_idx + 1
-        now = time.monotonic()
+        now = self.clock()
         if now < getattr(self, "_next_read", 0.0):
             return
         self._next_read = now + 1 / self.reads_per_s if self.reads_per_s > 0 else math.inf
