@@ -7,9 +7,10 @@ parameter groups), LR-scheduler step (tempo's warm-up + cosine, per step). Compa
 * plain Lightning — a minimal LightningModule doing exactly that on `lightning.Trainer`, with no
   callbacks, logger or progress bar: Lightning's own overhead;
 * tempo — `tempo.module.RecognitionModule` built from the real Hydra config (`build_module`), with
-  tempo's default callbacks (checkpoint, LR monitor, Rich progress bar, data-bottleneck) and the
-  default CSV logger, as `python -m tempo.train` runs it: per-step logging of every loss term,
-  train top-1, the non-finite-loss check, ... The progress bar draws to /dev/null.
+  tempo's default callbacks (checkpoint, LR monitor, Rich progress bar, data-bottleneck, plus the
+  metric history and run info `tempo.train` adds) and the default CSV logger, as
+  `python -m tempo.train` runs it: every loss term logged, train top-1, the non-finite-loss check,
+  ... The progress bar draws to /dev/null.
 
 The machine is shared and noisy, so the two loops are interleaved step by step: after each
 Lightning step a callback runs one bare step (on a twin network, built the same way, fed the same
@@ -21,15 +22,17 @@ and the mean per-step difference; the medians over runs are printed (target ≤ 
 
 The network is TSN on the CPU-sized ResNet (`backbone=resnet_tiny`), 4 segments of 56×56, batch 8,
 8 classes: a tiny video step of a few tens of ms. `--network linear` swaps in a one-layer network
-(a step of ~0.5 ms), which shows the per-step overhead itself most precisely.
+(a step of ~0.5 ms), where the step is almost all loop overhead (and Python-bound, so the busy
+machine's cache and memory contention shows most there).
 
-`python benchmarks/bench_loop.py [--steps 30] [--repeats 7] [--network tsn|linear] [--profile]`
+`python benchmarks/bench_loop.py [--steps 40] [--repeats 7] [--network tsn|linear] [--profile]`
 (≈ 1 min on a busy core); `--profile` prints cProfile's top functions of tempo's loop instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import statistics
@@ -49,6 +52,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from tempo import CONF_DIR
+from tempo.callbacks import MetricsHistory
+from tempo.checkpoint import RunInfo
 from tempo.module import RecognitionModule, param_groups
 from tempo.schedules import Span, build_scheduler
 from tempo.train import build_callbacks, build_module
@@ -195,15 +200,20 @@ def tempo_run(cfg, network: str, loader: Loader) -> Interleave:
     """`python -m tempo.train`'s module, default callbacks and logger on `loader` (no validation)."""
     timer = Interleave(BareLoop(cfg, network, len(loader)), loader)
     logger = CSVLogger(cfg.paths.output_dir, name="csv", version="")
-    callbacks = build_callbacks(cfg, has_logger=True)
-    with open(os.devnull, "w") as nowhere:  # the bar still renders every step, to nowhere
-        for i, c in enumerate(callbacks):
-            if isinstance(c, RichProgressBar):
-                callbacks[i] = type(c)(console_kwargs={"file": nowhere, "force_terminal": True})
-        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, timer], logger=logger,
-                              default_root_dir=cfg.paths.output_dir)
-        trainer.fit(tempo_module(cfg, network), loader)
+    callbacks = [*build_callbacks(cfg, has_logger=True), MetricsHistory(print_lines=False), RunInfo(cfg)]
+    for i, c in enumerate(callbacks):  # the bar still draws, to nowhere
+        if isinstance(c, RichProgressBar):
+            callbacks[i] = type(c)(console_kwargs={"file": nowhere(), "force_terminal": True})
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, timer], logger=logger,
+                          default_root_dir=cfg.paths.output_dir)
+    trainer.fit(tempo_module(cfg, network), loader)
     return timer
+
+
+@functools.cache
+def nowhere():
+    """/dev/null, open for the process's life: the bar makes it rich's global console."""
+    return open(os.devnull, "w")  # noqa: SIM115
 
 
 def quiet_lightning() -> None:
@@ -255,7 +265,7 @@ def report(results: dict[str, list], network: str, steps: int, repeats: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--network", choices=("tsn", "linear"), default="tsn")
     parser.add_argument("--profile", action="store_true")

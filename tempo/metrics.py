@@ -102,8 +102,8 @@ class EpochMean(Metric):
 
     def update(self, value: torch.Tensor, weight: int) -> None:
         value = value.detach().float()
-        self.total += value * weight
-        self.weight += weight
+        self.total.add_(value, alpha=weight)
+        self.weight.add_(weight)
         self.last = value
 
     def compute(self) -> torch.Tensor:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import rich
 import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
@@ -162,6 +163,7 @@ def test_finite_check_every_is_checked_and_set_from_the_config(tmp_path):
 
 @pytest.mark.parametrize("kind", ["rich", "tqdm"])
 def test_progress_bar_reads_at_its_rate_and_ends_on_the_last_step(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(rich, "_console", None)  # the bar reconfigures rich's global console
     base = RichProgressBar if kind == "rich" else TQDMProgressBar
     reads = []
     original = base.on_train_batch_end
@@ -187,7 +189,7 @@ def test_default_progress_bar_draws_four_times_a_second(tmp_path):
     assert len(bars) == 1 and bars[0].refresh_rate == 4 and bars[0].reads_per_s == 4
 
 
-def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path):
+def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path, monkeypatch):
     """bench_loop's bare loop and each Lightning side train twin networks on the same batches: the
     same loss, optimiser, LR schedule and normalisation give the same weights after an epoch."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -196,6 +198,7 @@ def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path):
     finally:
         sys.path.pop(0)
     bench_loop.quiet_lightning()
+    monkeypatch.setattr(rich, "_console", None)  # the bar reconfigures rich's global console
     cfg = bench_loop.config(tmp_path)
     loader = bench_loop.Loader(bench_loop.make_batches(bench_loop.SKIP + 3))
     for run in (bench_loop.plain_run, bench_loop.tempo_run):
