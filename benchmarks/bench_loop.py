@@ -52,7 +52,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from tempo import CONF_DIR
-from tempo.callbacks import MetricsHistory
+from tempo.callbacks import MetricsHistory, skip_unused_batch_hooks
 from tempo.checkpoint import RunInfo
 from tempo.module import RecognitionModule, param_groups
 from tempo.schedules import Span, build_scheduler
@@ -144,6 +144,7 @@ class BareLoop:
         self.scheduler.step()
 
 
+@skip_unused_batch_hooks  # the measuring adds no hook calls of its own to either side
 class Interleave(L.Callback):
     """After each Lightning step, one timed bare step on the same batch; times the Lightning step as
     the interval between the end of this hook and its next call."""

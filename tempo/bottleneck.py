@@ -14,9 +14,12 @@ import time
 
 import lightning as L
 
+from tempo.callbacks import skip_unused_batch_hooks
+
 log = logging.getLogger(__name__)
 
 
+@skip_unused_batch_hooks
 class DataBottleneck(L.Callback):
     """Logs `data/wait_fraction` (Σ wait / Σ (wait + compute) over the epoch's steps, the mean of
     the per-step fractions weighted by step time) and `data/clips_per_s`; warns once when the

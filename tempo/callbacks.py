@@ -16,10 +16,33 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+    RichProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 log = logging.getLogger(__name__)
+
+
+# hooks Lightning calls on every callback once per batch
+BATCH_HOOKS = ("on_train_batch_start", "on_before_zero_grad", "on_before_backward", "on_after_backward",
+               "on_before_optimizer_step", "on_train_batch_end", "on_validation_batch_start",
+               "on_validation_batch_end", "on_test_batch_start", "on_test_batch_end")
+
+
+def skip_unused_batch_hooks(cls: type) -> type:
+    """Class decorator: the per-batch hooks `cls` leaves as `Callback`'s no-ops become None.
+    Lightning calls a callback's hook only when it is callable, and each call of even a no-op
+    costs ~5–10 µs (a profiler context, the callback's state key); with tempo's six or so
+    callbacks that was ~0.2–0.4 ms of every training step."""
+    for hook in BATCH_HOOKS:
+        if getattr(cls, hook) is getattr(L.Callback, hook):
+            setattr(cls, hook, None)
+    return cls
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -32,6 +55,7 @@ def _floats(metrics: dict) -> dict[str, float]:
     return out
 
 
+@skip_unused_batch_hooks
 class RunCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` whose `last.ckpt` is the state at the end of every epoch (Lightning
     rewrites it only with a new best), named with 1-based epochs, and that reloads its best
@@ -57,6 +81,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+@skip_unused_batch_hooks
 class MetricsHistory(L.Callback):
     """Keeps epoch-level metrics (train and val) whatever logger is configured, and prints
     one plain line per epoch (it survives `| tee log` and lands in the run's train.log)."""
@@ -122,6 +147,7 @@ class ReadsAtARate:
         raise NotImplementedError
 
 
+@skip_unused_batch_hooks
 class EpochRichProgressBar(ReadsAtARate, RichProgressBar):
     """Rich bar that shows "Epoch 3/12" for the third of twelve epochs, drawn `refresh_rate` times a
     second (Lightning's default, 100, redraws after almost every step)."""
@@ -139,6 +165,7 @@ class EpochRichProgressBar(ReadsAtARate, RichProgressBar):
             self._update(self.train_progress_bar_id, done)
 
 
+@skip_unused_batch_hooks
 class EpochTQDMProgressBar(ReadsAtARate, TQDMProgressBar):
     """TQDM bar with 1-based epochs (used when Rich is not configured), read `reads_per_s` times a
     second (Lightning's redraws after every step)."""
@@ -160,6 +187,12 @@ class EpochTQDMProgressBar(ReadsAtARate, TQDMProgressBar):
             bar.refresh()
 
 
+@skip_unused_batch_hooks
+class StepLearningRateMonitor(LearningRateMonitor):
+    """Lightning's `LearningRateMonitor` without the calls of its unused per-batch hooks."""
+
+
+@skip_unused_batch_hooks
 class ParamSummary(ModelSummary):
     """Lightning's parameter table without its FLOPs, which it counts as 0 for these networks
     (`python -m tempo.profile` counts them)."""

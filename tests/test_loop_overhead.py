@@ -16,7 +16,14 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from tempo.callbacks import EpochRichProgressBar, EpochTQDMProgressBar
+from tempo.bottleneck import DataBottleneck
+from tempo.callbacks import (
+    EpochRichProgressBar,
+    EpochTQDMProgressBar,
+    MetricsHistory,
+    RunCheckpoint,
+    StepLearningRateMonitor,
+)
 from tempo.metrics import EpochMean
 from tempo.module import TrainingDiverged
 from tempo.train import build_callbacks, build_module
@@ -211,3 +218,17 @@ def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path, monkeypatch):
         initial = bench_loop.tempo_module(cfg, "linear").network
         assert all(not torch.equal(p, q) for p, q in zip(bare_net.parameters(), initial.parameters(),
                                                              strict=True))
+
+
+def test_tempo_callbacks_skip_their_unused_batch_hooks(tmp_path):
+    """Lightning calls a hook only when it is callable: the no-op per-batch hooks are None."""
+    for cls in (DataBottleneck, MetricsHistory, RunCheckpoint, StepLearningRateMonitor, EpochRichProgressBar):
+        assert cls.on_before_backward is None and cls.on_after_backward is None, cls
+    assert callable(DataBottleneck.on_train_batch_start) and callable(DataBottleneck.on_train_batch_end)
+    assert callable(RunCheckpoint.on_train_batch_end)  # ModelCheckpoint's own (every_n_train_steps)
+    assert callable(StepLearningRateMonitor.on_train_batch_start) and StepLearningRateMonitor.on_train_batch_end is None
+    assert callable(EpochRichProgressBar.on_train_batch_end) and callable(EpochRichProgressBar.on_validation_batch_end)
+    assert MetricsHistory.on_train_batch_end is None and callable(MetricsHistory.on_train_epoch_end)
+    cfg = compose_config(["callbacks=default"], tmp_path)
+    built = build_callbacks(cfg, has_logger=True)
+    assert any(type(c) is StepLearningRateMonitor for c in built)
