@@ -61,9 +61,9 @@ def training_batches(nan_at: int | None = None):
 
 
 def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    kwargs = {"logger": False, "limit_val_batches": 0, "max_epochs": 1, **kwargs}
-    return L.Trainer(accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+    kwargs = {"logger": False, "limit_val_batches": 0, "max_epochs": 1, "enable_checkpointing": False, **kwargs}
+    return L.Trainer(accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=tmp_path, **kwargs)
 
 
 def test_step_values_on_logger_steps_only_epoch_means_over_every_step(tmp_path):
@@ -190,10 +190,10 @@ def test_progress_bar_reads_at_its_rate_and_ends_on_the_last_step(tmp_path, monk
         assert bar._train_progress_bar.n == len(SIZES)
 
 
-def test_default_progress_bar_draws_four_times_a_second(tmp_path):
+def test_default_progress_bar_draws_twice_a_second(tmp_path):
     bars = [c for c in build_callbacks(compose_config(["callbacks=default"], tmp_path), has_logger=True)
             if isinstance(c, EpochRichProgressBar)]
-    assert len(bars) == 1 and bars[0].refresh_rate == 4 and bars[0].reads_per_s == 4
+    assert len(bars) == 1 and bars[0].refresh_rate == 2 and bars[0].reads_per_s == 2
 
 
 def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path, monkeypatch):
@@ -232,3 +232,22 @@ def test_tempo_callbacks_skip_their_unused_batch_hooks(tmp_path):
     cfg = compose_config(["callbacks=default"], tmp_path)
     built = build_callbacks(cfg, has_logger=True)
     assert any(type(c) is StepLearningRateMonitor for c in built)
+
+
+def test_checkpoint_checks_steps_only_when_it_saves_within_epochs(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checked = []
+    original = ModelCheckpoint.on_train_batch_end
+    monkeypatch.setattr(ModelCheckpoint, "on_train_batch_end",
+                        lambda self, *args: (checked.append(args[-1]), original(self, *args))[1])
+    per_epoch = RunCheckpoint(dirpath=tmp_path / "epoch", save_last=True)
+    trainer(tmp_path, callbacks=[per_epoch], enable_checkpointing=True).fit(make_module(),
+                                                                              batches(*training_batches()))
+    assert checked == [] and (tmp_path / "epoch" / "last.ckpt").is_file()
+    per_steps = RunCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=2, save_top_k=-1,
+                              filename="step{step}", auto_insert_metric_name=False)
+    trainer(tmp_path, callbacks=[per_steps], enable_checkpointing=True).fit(make_module(),
+                                                                              batches(*training_batches()))
+    assert checked == [0, 1, 2, 3, 4]
+    assert {p.name for p in (tmp_path / "steps").glob("step*.ckpt")} >= {"step2.ckpt", "step4.ckpt"}
