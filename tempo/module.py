@@ -157,7 +157,7 @@ class RecognitionModule(L.LightningModule):
         terms = self.loss(outputs, batch["label"])
         bs = batch["label"].shape[0]
         new_terms = self.train_losses.update(terms, bs)
-        self.train_top1.update((outputs["logits"].detach().argmax(1) == batch["label"]).float().mean(), bs)
+        self.train_top1.add((outputs["logits"].detach().argmax(1) == batch["label"]).float().mean(), bs)
         failures = batch.get("num_failures", 0)
         if failures:  # host count: the device sees an update only when a video failed
             self.train_failures.update(float(failures))

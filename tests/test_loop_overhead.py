@@ -117,6 +117,13 @@ def test_epoch_mean_keeps_its_step_value_on_the_host():
     moved = metric.to("meta")  # where a GPU would be: the states move, the step value does not
     assert moved.total.device.type == "meta" and moved.last.device.type == "meta"
     assert moved._forward_cache.device.type == "cpu" and float(moved._forward_cache) == 4.0
+    lean = EpochMean()  # `add`: the training step's wrapper-free update, same result
+    lean.add(torch.tensor(2.0), 3)
+    lean.add(torch.tensor(4.0), 1)
+    assert lean.update_count == 2 and float(lean.compute()) == pytest.approx(2.5)
+    lean.reset()
+    lean.add(torch.tensor(1.0), 2)
+    assert float(lean.compute()) == 1.0  # a computed value is not served stale after new steps
 
 
 def fit_until_diverged(tmp_path, every: int, nan_at: int) -> tuple[TrainingDiverged, object, list[int]]:
