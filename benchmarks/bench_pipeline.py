@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tempo.data.convert import FORMATS, Job, convert_one
 from tempo.data.encode import write_video
 from tempo.data.samplers import SegmentSampler
 from tempo.data.sources import FrameFolderSource, PyAVSource
 from tempo.data.transforms import Compose, HorizontalFlip, MultiScaleCrop, ResizeShortSide
-from tempo.prepare import FORMATS, Job, convert_one
 
 FRAMES, HEIGHT, WIDTH = 300, 256, 340
 TRANSFORM = Compose([ResizeShortSide(256), MultiScaleCrop(224), HorizontalFlip(0.5)])
