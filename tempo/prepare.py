@@ -77,14 +77,11 @@ class Check:
 def _decode_ends(record: VideoRecord, num_frames: int | None, backend: str, source_kwargs: dict) -> int:
     """Open with the backend training uses and decode the first and last usable frames;
     returns the frame count the source reports."""
-    from tempo.data.dataset import FRAME_OPTIONS
     from tempo.data.sources import open_source
 
-    kwargs = dict(source_kwargs)
+    kwargs = dict(source_kwargs)  # with the dataset's stored-index folder: training opens it indexed
     if backend == "frames":
         kwargs["num_frames"] = num_frames
-    else:
-        kwargs = {k: v for k, v in kwargs.items() if k not in FRAME_OPTIONS}
     source = open_source(record.path, backend, **kwargs)
     end = source.num_frames if record.end is None else min(record.end, source.num_frames)
     if end <= record.start:

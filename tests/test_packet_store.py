@@ -150,3 +150,14 @@ def test_no_index_dir_stores_nothing(videos, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = open_source(videos["mp4"], "pyav", index_dir=None)
     assert source._index.raw and list(tmp_path.iterdir()) == []
+
+
+def test_prepare_check_stores_the_index_training_reads(videos, tmp_path, monkeypatch):
+    from tempo.data.records import VideoRecord
+    from tempo.prepare import check_record
+
+    check = check_record(VideoRecord(str(videos["mp4"]), 0), "pyav", {"index_dir": str(tmp_path)})
+    assert check.status == "ok" and check.num_frames == N
+    no_container(monkeypatch)  # training's first epoch opens it from the stored index
+    source = open_source(videos["mp4"], "pyav", index_dir=str(tmp_path))
+    assert source.num_frames == N and source._index.raw

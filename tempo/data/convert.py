@@ -36,7 +36,10 @@ FORMATS: dict[str, dict] = {
 }
 # what `format=fast` writes: the fastest per byte in `make bench` (README, "Data path speed")
 FAST_FORMAT = "intra"
-FAST_TRADE_OFF = "TRADE_OFF"
+FAST_TRADE_OFF = ("intra = all-intra H.264, crf 23, tune=fastdecode, short side 256, packet index stored: "
+                  "measured 17x the clips/s of decord on the original files at 1.8x their disk size "
+                  "(make bench's Kinetics-like videos; real Kinetics clips: 11-12x at 1.2x, 35 dB PSNR); "
+                  "sparse_b16 10x at 1.55x, JPEG folders 18x at 9x")
 FAST_SHORT_SIDE = 256
 
 
