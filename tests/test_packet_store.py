@@ -161,3 +161,11 @@ def test_prepare_check_stores_the_index_training_reads(videos, tmp_path, monkeyp
     no_container(monkeypatch)  # training's first epoch opens it from the stored index
     source = open_source(videos["mp4"], "pyav", index_dir=str(tmp_path))
     assert source.num_frames == N and source._index.raw
+
+
+@pytest.mark.parametrize("name", ["mp4", "ts"])
+def test_closed_source_says_so(videos, name, tmp_path):
+    source = PyAVSource(videos[name], index_dir=tmp_path)
+    source.close()
+    with pytest.raises(DecodeError, match="closed"):
+        source.read([1])

@@ -89,18 +89,19 @@ class PyAVSource(FrameSource):
     Opening builds the packet index (no decoding) — or loads it from `index_dir`
     (`tempo.data.packet_store`), where it is stored the first time; `read` sends the decoder only the
     keyframes, reference frames and targets the requested frames need, in one forward pass. Frames
-    equal a full decode exactly. For MP4/MKV/AVI/WebM the packets are read straight from the file
-    (no demuxer, nothing held in memory); other containers keep the demuxed packets while the source
-    is open. `sparse=False` (or a stream without timestamps) decodes sequentially from the first
-    frame up to the last requested one. Decoding is single-threaded per source (`threads`):
-    DataLoader workers are the parallelism, and frame threading would delay output.
+    equal a full decode exactly. H.264/HEVC/VP8/VP9 packets in MP4/MKV/WebM are read straight from
+    the file (no demuxer, nothing held in memory); other files keep their container open and the
+    demuxed packets in memory while the source is open. `sparse=False` (or a stream without
+    timestamps) decodes sequentially from the first frame up to the last requested one. Decoding is
+    single-threaded per source (`threads`): DataLoader workers are the parallelism, and frame
+    threading would delay output.
     """
 
     def __init__(self, path: str | Path, sparse: bool = True, threads: int = 1, index_dir: str | None = None):
         self.path = str(path)
         self.threads = threads
         _check_file(self.path)
-        self._index = self._file = self._ctx = None
+        self._index = self._file = self._ctx = self._container = self._opened = None
         try:
             store = None
             if sparse and index_dir:
@@ -117,32 +118,50 @@ class PyAVSource(FrameSource):
             if self._index is not None and self._index.raw:
                 self._index.packets = None  # read from the file from now on
                 self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+            elif self._index is not None:  # its packets are decoded with the container's parameters
+                self._container = self._opened
+            self._opened = None
         except Exception as err:
+            self.close()
             raise DecodeError(self.path, f"PyAV could not open it ({err.__class__.__name__}: {err})") from err
 
     def _scan(self, sparse: bool):
-        """(packet index or None, frame count) from one demux of the file, no decoding."""
+        """(packet index or None, frame count) from one demux of the file, no decoding; the
+        container stays open as `_opened` when the index needs it."""
         import av
 
         from tempo.data.sparse_decode import build_index
 
-        with av.open(self.path) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            if sparse:
-                try:
-                    index = build_index(container, stream, self.path)
-                    return index, index.num_frames
-                except ValueError:  # no timestamps (raw elementary stream): decode sequentially
-                    container.seek(0)
-            # the container's frame count, else one packet per frame (no decoding)
-            return None, stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        container = self._opened = av.open(self.path)
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        if sparse:
+            try:
+                index = build_index(container, stream, self.path)
+                if index.raw:
+                    self._close_opened()
+                return index, index.num_frames
+            except ValueError:  # no timestamps (raw elementary stream): decode sequentially
+                container.seek(0)
+        # the container's frame count, else one packet per frame (no decoding)
+        count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        self._close_opened()
+        return None, count
+
+    def _close_opened(self) -> None:
+        if getattr(self, "_opened", None) is not None:
+            self._opened.close()
+            self._opened = None
 
     def close(self) -> None:
         if getattr(self, "_file", None) is not None:
             self._file.close()
             self._file = None
+        if getattr(self, "_container", None) is not None:
+            self._container.close()
+            self._container = None
+        self._close_opened()
         self._ctx = None
         if getattr(self, "_index", None) is not None:
             self._index.packets = None
@@ -195,18 +214,13 @@ class PyAVSource(FrameSource):
         return torch.from_numpy(np.stack([got[i] for i in idx]))
 
     def _read_sparse(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        import av
-
         from tempo.data.sparse_decode import decode_frames
 
         if self._file is not None:
             return decode_frames(self._decoder(), self._index, wanted, self._read_bytes)
-        if self._index.packets is None:
+        if self._container is None:
             raise ValueError("source was closed")
-        # packets demuxed from a container that cannot be read raw: decode them with its parameters
-        with av.open(self.path) as container:
-            ctx = self._decoder(container.streams.video[0].codec_context)
-            return decode_frames(ctx, self._index, wanted)
+        return decode_frames(self._decoder(self._container.streams.video[0].codec_context), self._index, wanted)
 
     @staticmethod
     def _decode_sequential(container, stream, wanted: list[int]) -> dict[int, np.ndarray]:
