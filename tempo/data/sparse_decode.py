@@ -18,6 +18,7 @@ keyframe (and resetting the decoder) only when the next target lies past it.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from dataclasses import dataclass
 
@@ -212,9 +213,8 @@ def locate_in_file(path: str, pos: np.ndarray, data: list[bytes], slack: int = 6
     blocks): such a file keeps being demuxed."""
     if len(data) == 0 or (pos < 0).any():
         return False
-    with open(path, "rb") as file:
-        whole = file.read()
-    found = [whole.find(d, p, p + len(d) + slack) for p, d in zip(pos.tolist(), data, strict=True)]
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as whole:
+        found = [whole.find(d, p, p + len(d) + slack) for p, d in zip(pos.tolist(), data, strict=True)]
     if min(found) < 0:
         return False
     pos[:] = found
