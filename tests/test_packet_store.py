@@ -94,6 +94,9 @@ def test_damaged_or_foreign_index_file_is_ignored(videos, tmp_path):
     source = PyAVSource(path, index_dir=tmp_path)
     np.testing.assert_array_equal(source.read([7]).numpy(), full_decode(path)[[7]])
     assert store.load(str(path)) is not None  # rewritten
+    whole = store.file_for(str(path)).read_bytes()
+    store.file_for(str(path)).write_bytes(whole[: len(whole) - 2 * 33])  # two records short
+    assert store.load(str(path)) is None
 
 
 def test_unwritable_store_only_costs_speed(videos, tmp_path):

@@ -33,7 +33,8 @@ KEYFRAME, DROPPABLE = 1, 2
 
 
 def encode(index: PacketIndex, size: int, mtime_ns: int) -> bytes:
-    header = {"codec": index.codec, "extradata": index.extradata.hex(), "size": size, "mtime_ns": mtime_ns}
+    header = {"codec": index.codec, "extradata": index.extradata.hex(), "size": size, "mtime_ns": mtime_ns,
+              "packets": len(index.pos)}
     records = np.empty(len(index.pos), RECORD)
     records["pos"], records["size"], records["pts"], records["dts"] = index.pos, index.size, index.pts, index.dts
     records["flags"] = index.keyframe * KEYFRAME + index.droppable * DROPPABLE
@@ -49,6 +50,8 @@ def decode(blob: bytes, size: int, mtime_ns: int) -> PacketIndex | None:
     if header["size"] != size or header["mtime_ns"] != mtime_ns:
         return None
     records = np.frombuffer(blob[end + 1:], RECORD)
+    if len(records) != header["packets"]:
+        return None  # cut short
     return PacketIndex(header["codec"], bytes.fromhex(header["extradata"]), records["pos"].copy(),
                        records["size"].copy(), records["pts"].copy(), records["dts"].copy(),
                        (records["flags"] & KEYFRAME) > 0, (records["flags"] & DROPPABLE) > 0, raw=True)
@@ -77,12 +80,15 @@ class PacketIndexStore:
         """Store a raw-readable index; a read-only or full cache folder only costs speed."""
         if not index.raw:
             return
-        target = self.file_for(path)
+        target, partial = self.file_for(path), None
         try:
             stat = os.stat(path)
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".tmp") as tmp:
+                partial = tmp.name
                 tmp.write(encode(index, stat.st_size, stat.st_mtime_ns))
-            os.replace(tmp.name, target)
+            os.replace(partial, target)
         except OSError as err:
             log.debug("could not store the packet index of %s in %s: %s", path, self.folder, err)
+            if partial is not None:
+                Path(partial).unlink(missing_ok=True)
