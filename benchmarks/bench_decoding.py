@@ -1,4 +1,4 @@
-"""Clip decoding throughput: decord (default) vs PyAV (fallback), same files, same run.
+"""Clip decoding throughput: decord vs tempo's default PyAV source (sparse decoding), same files, same run.
 
 Prints clips/s for each backend and the ratio PyAV/decord time. Uses videos it encodes
 itself (the synthetic generator's content at 128×128 and 224×224, 64 frames).

@@ -19,7 +19,9 @@ TOP_PAIRS = 20
 
 
 class PredictionCollector(L.Callback):
-    """Scores (N, K), labels, dataset indices and validity of every test sample, in loader order."""
+    """Scores (N, K), labels, dataset indices and validity of every test sample. Under DDP each
+    process tests its own share; at the end of the test epoch every process holds all of them,
+    in dataset-index order."""
 
     def __init__(self):
         self.reset()
@@ -39,11 +41,34 @@ class PredictionCollector(L.Callback):
         self.indices.append(batch["index"].cpu() if "index" in batch else torch.arange(n))
         self.valid.append(batch["valid"].cpu() if "valid" in batch else torch.ones(n, dtype=torch.bool))
 
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.world_size <= 1:
+            return
+        # every process takes part in the gathers, also one whose share was empty
+        local = self.result() if self.scores else {
+            "scores": torch.zeros(0, pl_module.num_classes), "labels": torch.zeros(0, dtype=torch.long),
+            "indices": torch.zeros(0, dtype=torch.long), "valid": torch.zeros(0, dtype=torch.bool)}
+        local["valid"] = local["valid"].to(torch.uint8)  # all_gather backends do not all take bool
+        shared = {k: gather_uneven(v.to(pl_module.device), pl_module.all_gather).cpu() for k, v in local.items()}
+        order = torch.argsort(shared["indices"], stable=True)
+        self.scores, self.labels, self.indices = [shared["scores"][order]], [shared["labels"][order]], \
+            [shared["indices"][order]]
+        self.valid = [shared["valid"][order].bool()]
+
     def result(self) -> dict[str, torch.Tensor]:
         if not self.scores:
             raise RuntimeError("no test predictions were collected (did the test loop run?)")
         return {"scores": torch.cat(self.scores), "labels": torch.cat(self.labels),
                 "indices": torch.cat(self.indices), "valid": torch.cat(self.valid)}
+
+
+def gather_uneven(tensor: torch.Tensor, all_gather) -> torch.Tensor:
+    """Every process's `tensor` concatenated along dim 0, in rank order, when their lengths differ
+    (an unrepeated sampler gives ranks different shares). `all_gather(x)` returns (world, *x.shape)."""
+    counts = all_gather(torch.tensor([tensor.shape[0]], device=tensor.device)).view(-1).tolist()
+    padded = torch.cat([tensor, tensor.new_zeros((max(counts) - tensor.shape[0], *tensor.shape[1:]))])
+    gathered = all_gather(padded)
+    return torch.cat([gathered[rank, :n] for rank, n in enumerate(counts)])
 
 
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -41,6 +41,15 @@ from rich.table import Table
 
 from tempo import CONF_DIR
 from tempo.config import dataset_path_problem
+from tempo.data.convert import (
+    FAST_FORMAT,
+    FAST_SHORT_SIDE,
+    FAST_TRADE_OFF,
+    FORMATS,
+    Job,
+    convert_one,
+    default_output_root,
+)
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.records import VideoRecord
 
@@ -49,31 +58,6 @@ console = Console()
 
 STATUSES = ("ok", "missing", "broken")
 SHOWN = 10  # problem paths printed on the console (all are in the report files)
-
-# Stored formats `format=<name>` writes: name -> `tempo.data.encode.write_video` settings (keyframe
-# interval, x264 crf, extra encoder options). benchmarks/bench_pipeline.py measures each.
-# H.264 in MP4 whatever the file's suffix (the same relative paths keep the annotations valid;
-# FFmpeg, decord and PyAV probe the content): MP4 carries B-frame timestamps, AVI does not.
-H264_MP4 = {"codec": "libx264", "container_format": "mp4"}
-SPARSE_B = "bframes=15:b-adapt=0:b-pyramid=none:scenecut=0:ref=1"
-FORMATS: dict[str, dict] = {
-    # the pre-existing `gop=16` re-encode (x264 defaults otherwise: b-pyramid, 3 B-frames)
-    "gop16": {"gop": 16, **H264_MP4},
-    # all-intra: every frame a keyframe, nothing to decode but the targets
-    "intra": {"gop": 1, **H264_MP4},
-    # I/P anchors every 16 frames with 15 non-reference B-frames between them: with the sparse
-    # decoder a target costs its anchors and itself, at a fraction of all-intra's size;
-    # fastdecode drops CABAC and deblocking; crf 23 = x264's default quality
-    "sparse_b16": {"gop": 16, "quality": 23, "options_extra": {"tune": "fastdecode", "x264-params": SPARSE_B},
-                   **H264_MP4},
-}
-# what `format=fast` writes: the fastest per byte in `make bench` (README, "Data path speed")
-FAST_FORMAT = "sparse_b16"
-FAST_TRADE_OFF = ("sparse_b16 = H.264, 15 non-reference B-frames between I/P anchors 16 frames apart, "
-                  "short side 256, crf 23: measured 3.3-4x the clips/s of decord on the original files at "
-                  "~2.5x their disk size (all-intra: 2.9-6x at 12x the size; JPEG folders 9-10x at 31x)")
-FAST_SHORT_SIDE = 256
-
 
 class PrepareError(ValueError):
     """A configuration problem found before any checking starts."""
@@ -93,14 +77,11 @@ class Check:
 def _decode_ends(record: VideoRecord, num_frames: int | None, backend: str, source_kwargs: dict) -> int:
     """Open with the backend training uses and decode the first and last usable frames;
     returns the frame count the source reports."""
-    from tempo.data.dataset import FRAME_OPTIONS
     from tempo.data.sources import open_source
 
-    kwargs = dict(source_kwargs)
+    kwargs = dict(source_kwargs)  # with the dataset's stored-index folder: training opens it indexed
     if backend == "frames":
         kwargs["num_frames"] = num_frames
-    else:
-        kwargs = {k: v for k, v in kwargs.items() if k not in FRAME_OPTIONS}
     source = open_source(record.path, backend, **kwargs)
     end = source.num_frames if record.end is None else min(record.end, source.num_frames)
     if end <= record.start:
@@ -257,105 +238,6 @@ def save_manifest(checks: Iterable[Check], root: str, cache_dir: str | None) -> 
 
 
 # -- conversion --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Job:
-    src: str
-    dst: str
-    short_side: int | None
-    frames: bool
-    gop: int | str | None  # keyframe interval, or a FORMATS name
-    quality: int
-    template: str
-    start_index: int
-    overwrite: bool
-
-
-def _scaled(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """(height, width) with the short side `short_side`, both even (yuv420p)."""
-    if short_side is None:
-        return height - height % 2, width - width % 2
-    scale = short_side / min(height, width)
-    return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
-
-
-def _rgb_frames(src: str, short_side: int | None):
-    """(fps, iterator of resized RGB uint8 frames) of a video, decoded with PyAV."""
-    import av
-
-    container = av.open(src)
-    stream = container.streams.video[0]
-    fps = stream.average_rate or stream.guessed_rate or 25
-
-    def frames():
-        with container:
-            for frame in container.decode(stream):
-                h, w = _scaled(frame.height, frame.width, short_side)
-                yield frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
-
-    return fps, frames()
-
-
-def convert_one(job: Job) -> tuple[str, int | str]:
-    """Re-encode or extract one video; (dst, frames written) or (dst, error). Writes atomically."""
-    dst = Path(job.dst)
-    if dst.exists() and not job.overwrite:
-        return job.dst, count_images(job.dst) if job.frames else probe_num_frames(job.dst)
-    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    try:
-        fps, frames = _rgb_frames(job.src, job.short_side)
-        if job.frames:
-            n = _write_jpegs(partial, frames, job.template, job.start_index, job.quality)
-        else:
-            from tempo.data.encode import write_video
-
-            counted = _Counted(frames)
-            encoding = FORMATS[job.gop] if isinstance(job.gop, str) else {"gop": job.gop}
-            write_video(partial, counted, fps=fps, **encoding)
-            n = counted.n
-        _remove(dst)
-        partial.rename(dst)
-    except Exception as err:  # reported per video, the others go on
-        _remove(partial)
-        return job.dst, f"{type(err).__name__}: {err}"
-    return job.dst, n
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-class _Counted:
-    def __init__(self, items):
-        self.items, self.n = items, 0
-
-    def __iter__(self):
-        for item in self.items:
-            self.n += 1
-            yield item
-
-
-def _write_jpegs(folder: Path, frames, template: str, start_index: int, quality: int) -> int:
-    from PIL import Image
-
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    n = 0
-    for n, frame in enumerate(frames, start=1):
-        Image.fromarray(frame).save(folder / template.format(n - 1 + start_index), quality=quality)
-    if n == 0:
-        raise ValueError("no frames decoded")
-    return n
-
-
-def default_output_root(root: str, short_side: int | None, frames: bool) -> Path:
-    base = Path(root.rstrip("/"))
-    suffix = ("_frames" if frames else "") + (f"_short{short_side}" if short_side else "")
-    return base.with_name(base.name + suffix)
-
-
 def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path) -> dict | None:
     """Run the requested conversion for the ok videos; returns its summary (None if none asked)."""
     short_side, frames = cfg.get("resize_short_side"), bool(cfg.get("extract_frames"))
@@ -374,7 +256,8 @@ def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path)
         if check.status != "ok" or rel.startswith(".."):
             continue
         jobs.append(Job(check.path, str(out_root / rel), short_side, frames, encoding or cfg.get("gop"),
-                        int(cfg.jpeg_quality), cfg.frame_template, int(cfg.start_index), bool(cfg.overwrite)))
+                        int(cfg.jpeg_quality), cfg.frame_template, int(cfg.start_index), bool(cfg.overwrite),
+                        cfg.dataset.get("packet_index_dir")))
     for job in jobs:
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
     what = "extracting frames of" if frames else f"re-encoding (short side {short_side})"

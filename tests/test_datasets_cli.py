@@ -317,3 +317,20 @@ def test_train_and_multiview_test_in_process(built, tmp_path, cache, name, views
     assert summary["dataset"] == name and summary["global_step"] == 2
     assert {"test/top1", "test/excluded"} <= set(summary["test"])
     assert summary["excluded"]["test"] == 0 and summary["decode_failures"] == 0
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_the_first_ddp_process_writes_problem_lists(rank, tmp_path, monkeypatch):
+    """Every process finds the same missing and broken videos; one list each, from rank 0."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from tempo.data.datamodule import apply_missing_policy, report_broken
+    from tempo.data.records import VideoRecord
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank)
+    kept = VideoRecord(str(tmp_path), 0)
+    records = [kept, VideoRecord(str(tmp_path / "gone.mp4"), 1)]
+    assert apply_missing_policy(records, "train", True, tmp_path / "run") == [kept]
+    report_broken({str(tmp_path / "bad.mp4"): "truncated"}, "train", tmp_path / "run")
+    written = sorted(p.name for p in (tmp_path / "run").glob("*.txt")) if (tmp_path / "run").exists() else []
+    assert written == (["broken_train.txt", "missing_train.txt"] if rank == 0 else [])

@@ -136,17 +136,29 @@ def test_prepare_resizes_and_extracts_frames(tmp_path):
     assert dm.datasets["train"][0]["video"].shape == (3, 4, 32, 32)
 
 
-def test_prepare_format_fast_writes_sparse_b_frames(tmp_path, capsys):
-    """`format=fast` alone re-encodes to the benchmark's choice; the sparse decoder reads it exactly."""
+def test_prepare_format_fast_writes_the_fast_format_and_stores_its_index(tmp_path, capsys):
+    """`format=fast` alone re-encodes to the benchmark's choice (all-intra), stores each video's packet
+    index for training, and the sparse decoder reads it exactly; `format=sparse_b16` writes
+    non-reference B-frames between anchors."""
     import av
 
+    from tempo.data.convert import FAST_FORMAT
+    from tempo.data.packet_store import PacketIndexStore
     from tempo.data.sources import PyAVSource
-    from tempo.prepare import FAST_FORMAT
 
     root, ann = make_ucf101(tmp_path / "data", num_classes=1)
     data = ["dataset=ucf101", f"root={root}", f"annotations={ann}", "subsets=[train]"]
     report = run(compose_prepare(tmp_path, *data, "format=fast", "resize_short_side=16"))
-    assert f"writing {FAST_FORMAT}" in capsys.readouterr().out
+    assert FAST_FORMAT == "intra" and "writing intra" in capsys.readouterr().out
+    video = next(Path(report["conversion"]["output_root"]).rglob("*.avi"))
+    stored = PacketIndexStore(tmp_path / "cache" / "packet_index").load(str(video))
+    assert stored is not None and stored.keyframe.all()  # all-intra, indexed at conversion
+    with av.open(str(video)) as container:
+        full = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    source = PyAVSource(video, index_dir=tmp_path / "cache" / "packet_index")
+    np.testing.assert_array_equal(source.read([6, 1]).numpy(), full[[6, 1]])
+
+    report = run(compose_prepare(tmp_path, *data, "format=sparse_b16", "resize_short_side=16", "overwrite=true"))
     video = next(Path(report["conversion"]["output_root"]).rglob("*.avi"))
     source = PyAVSource(video)
     assert source._index.droppable.sum() >= 4  # most frames are non-reference B-frames

@@ -108,7 +108,7 @@ def test_decord_failure_falls_back_to_pyav(tmp_path):
 
 @pytest.mark.parametrize("env", [{"TEMPO_CACHE_DIR": "tc", "XDG_CACHE_HOME": "xdg"}, {"XDG_CACHE_HOME": "xdg"}, {}])
 def test_cache_dir_default_is_one_rule(env, tmp_path, monkeypatch):
-    """conf/train.yaml's paths.cache_dir, the synthetic set and the frame manifests agree on the cache folder."""
+    """conf/paths' cache_dir, the synthetic set and the frame manifests agree on the cache folder."""
     from hydra import compose, initialize_config_dir
 
     from tempo.data.cache import default_cache_dir

@@ -90,36 +90,23 @@ def test_h264_long_gop_skips_non_reference_frames(videos):
 
 
 def test_decoder_receives_only_needed_packets(videos, monkeypatch):
-    from tempo.data import sparse_decode
+    from tempo.data.sparse_decode import PacketIndex
 
     source = PyAVSource(videos["mp4_h264_bpyramid"])
-    sent = []
-    original = sparse_decode.decode_frames
+    fed = []
+    original = PacketIndex.packet
 
-    def spy(stream, index, targets):
-        class Ctx:  # records each packet handed to the real decoder
-            def __init__(self, ctx):
-                self.ctx = ctx
+    def spy(self, j, read=None):  # records each packet handed to the decoder
+        fed.append(j)
+        return original(self, j, read)
 
-            def decode(self, packet):
-                sent.append(packet)
-                return self.ctx.decode(packet)
-
-            def flush_buffers(self):
-                self.ctx.flush_buffers()
-
-        class Stream:
-            codec_context = Ctx(stream.codec_context)
-
-        return original(Stream, index, targets)
-
-    monkeypatch.setattr(sparse_decode, "decode_frames", spy)
+    monkeypatch.setattr(PacketIndex, "packet", spy)
     targets = [10, 20]
     out = source.read(targets)
     np.testing.assert_array_equal(out.numpy(), full_decode(videos["mp4_h264_bpyramid"])[targets])
     index = source._index
     target_packets = {int(index.frame_packet[t]) for t in targets}
-    fed = [index.packets.index(p) for p in sent if p is not None]
+    assert fed == sorted(fed)  # one forward pass
     assert all(not index.droppable[j] or j in target_packets for j in fed)
     assert max(fed) == max(target_packets)  # nothing decoded past the last target's packet
     assert len(fed) < max(target_packets) + 1  # some non-reference packets were skipped

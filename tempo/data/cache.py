@@ -1,6 +1,6 @@
 """Where tempo caches generated data (the synthetic set) and frame-count manifests.
 
-``default_cache_dir()`` is the one Python default; ``paths.cache_dir`` in conf/train.yaml spells the same
+``default_cache_dir()`` is the one Python default; ``paths.cache_dir`` in conf/paths/default.yaml spells the same
 rule with ``oc.env`` (tests/test_sources.py checks that both agree):
 ``$TEMPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/tempo``, else ``~/.cache/tempo``.
 """

@@ -53,13 +53,21 @@ def apply_missing_policy(records: list[VideoRecord], subset: str, allow_missing:
             "to train without them set `dataset.allow_missing=true` (the dropped list is written "
             "to the run directory)."
         )
-    report = Path(report_dir or ".") / f"missing_{subset}.txt"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("".join(r.path + "\n" for r in missing))
-    log.warning("dropped %d missing %s videos (allow_missing=true); list written to %s",
-                len(missing), subset, report)
+    if _reporting_process():
+        report = Path(report_dir or ".") / f"missing_{subset}.txt"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("".join(r.path + "\n" for r in missing))
+        log.warning("dropped %d missing %s videos (allow_missing=true); list written to %s",
+                    len(missing), subset, report)
     kept = set(map(id, missing))
     return [r for r in records if id(r) not in kept]
+
+
+def _reporting_process() -> bool:
+    """Every DDP process finds the same missing and broken videos; the first one reports them."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
 
 
 def check_labelled(records: Sequence[VideoRecord], subset: str) -> None:
@@ -76,6 +84,8 @@ def check_labelled(records: Sequence[VideoRecord], subset: str) -> None:
 def report_broken(failures: dict[str, str], subset: str, report_dir: str | Path | None) -> Path | None:
     """Log videos whose frames could not be counted and write the full list (path, error)."""
     report = None
+    if not _reporting_process():
+        return None
     if report_dir is not None:
         report = Path(report_dir) / f"broken_{subset}.txt"
         report.parent.mkdir(parents=True, exist_ok=True)

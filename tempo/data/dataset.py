@@ -22,10 +22,6 @@ from tempo.data.sources import DecodeError, FrameSource, open_source
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 10
-# options of the frame-folder source; video backends ignore them, so a config can switch backend
-FRAME_OPTIONS = ("template", "start_index")
-
-
 class VideoDataset(Dataset):
     """One item: {"video": uint8 (C, T, H, W) — or (V, C, T, H, W) when `multi_view` —,
     "label": int64, "index": int64, "valid": bool, "failures": int64}."""
@@ -55,10 +51,8 @@ class VideoDataset(Dataset):
         return len(self.records)
 
     def open(self, record: VideoRecord) -> FrameSource:
-        kwargs = dict(self.source_kwargs)
-        if self.backend != "frames":
-            kwargs = {k: v for k, v in kwargs.items() if k not in FRAME_OPTIONS}
-        elif record.num_frames is not None:
+        kwargs = dict(self.source_kwargs)  # options of every backend: open_source hands each its own
+        if self.backend == "frames" and record.num_frames is not None:
             kwargs["num_frames"] = record.num_frames  # from the manifest or a frame list: no rescan
         return open_source(record.path, self.backend, **kwargs)
 

@@ -86,67 +86,112 @@ class DecordSource(FrameSource):
 class PyAVSource(FrameSource):
     """PyAV decoding, reference-aware and sparse (`tempo.data.sparse_decode`) by default.
 
-    Opening demuxes the packet index (no decoding); `read` sends the decoder only the keyframes,
-    reference frames and targets the requested frames need, in one forward pass. Frames equal a
-    full decode exactly. `sparse=False` (or a stream without timestamps) decodes sequentially
-    from the first frame up to the last requested one. Decoding is single-threaded per source
-    (`threads`): DataLoader workers are the parallelism, and frame threading would delay output.
+    Opening builds the packet index (no decoding) — or loads it from `index_dir`
+    (`tempo.data.packet_store`), where it is stored the first time; `read` sends the decoder only the
+    keyframes, reference frames and targets the requested frames need, in one forward pass. Frames
+    equal a full decode exactly. H.264/HEVC/VP8/VP9 packets in MP4/MKV/WebM are read straight from
+    the file (no demuxer, nothing held in memory); other files keep their container open and the
+    demuxed packets in memory while the source is open. `sparse=False` (or a stream without
+    timestamps) decodes sequentially from the first frame up to the last requested one. Decoding is
+    single-threaded per source (`threads`): DataLoader workers are the parallelism, and frame
+    threading would delay output.
     """
 
-    def __init__(self, path: str | Path, sparse: bool = True, threads: int = 1):
-        import av
-
+    def __init__(self, path: str | Path, sparse: bool = True, threads: int = 1, index_dir: str | None = None):
         self.path = str(path)
         self.threads = threads
         _check_file(self.path)
-        self._index = self._container = None
+        self._index = self._file = self._ctx = self._container = self._opened = None
         try:
-            container = av.open(self.path)
-            try:
-                if not container.streams.video:
-                    raise ValueError("no video stream")
-                stream = container.streams.video[0]
-                if sparse:
-                    self._index = self._build_index(container, stream)
-                if self._index is not None:
-                    # kept open: the index's packets are decoded by this container's stream decoder
-                    self._container, self.num_frames = container, self._index.num_frames
-                else:  # the container's frame count, else one packet per frame (no decoding)
-                    self.num_frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-            finally:
-                if self._container is None:
-                    container.close()
+            store = None
+            if sparse and index_dir:
+                from tempo.data.packet_store import PacketIndexStore
+
+                store = PacketIndexStore(index_dir)
+                self._index = store.load(self.path)
+            if self._index is None:
+                self._index, self.num_frames = self._scan(sparse)
+                if store is not None and self._index is not None:
+                    store.save(self.path, self._index)
+            else:
+                self.num_frames = self._index.num_frames
+            if self._index is not None and self._index.raw:
+                self._index.packets = None  # read from the file from now on
+                self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+            elif self._index is not None:  # its packets are decoded with the container's parameters
+                self._container = self._opened
+            self._opened = None
         except Exception as err:
+            self.close()
             raise DecodeError(self.path, f"PyAV could not open it ({err.__class__.__name__}: {err})") from err
 
+    def _scan(self, sparse: bool):
+        """(packet index or None, frame count) from one demux of the file, no decoding; the
+        container stays open as `_opened` when the index needs it."""
+        import av
+
+        from tempo.data.sparse_decode import build_index
+
+        container = self._opened = av.open(self.path)
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        if sparse:
+            try:
+                index = build_index(container, stream, self.path)
+                if index.raw:
+                    self._close_opened()
+                return index, index.num_frames
+            except ValueError:  # no timestamps (raw elementary stream): decode sequentially
+                container.seek(0)
+        # the container's frame count, else one packet per frame (no decoding)
+        count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        self._close_opened()
+        return None, count
+
+    def _close_opened(self) -> None:
+        if getattr(self, "_opened", None) is not None:
+            self._opened.close()
+            self._opened = None
+
     def close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
         if getattr(self, "_container", None) is not None:
             self._container.close()
             self._container = None
+        self._close_opened()
+        self._ctx = None
+        if getattr(self, "_index", None) is not None:
+            self._index.packets = None
 
     def __del__(self):
         self.close()
 
-    @staticmethod
-    def _build_index(container, stream):
-        from tempo.data.sparse_decode import build_index
-
-        try:
-            return build_index(container, stream)
-        except ValueError:  # no timestamps (raw elementary stream): decode sequentially
-            container.seek(0)
-            return None
-
-    def _open_stream(self, container):
+    def _decoder(self, ctx=None):
+        """A codec context set up for exact, reported decoding (`ctx`, else one for the index)."""
         import av
 
-        stream = container.streams.video[0]
-        if not stream.codec_context.is_open:
-            stream.thread_type = av.codec.context.ThreadType.SLICE  # never FRAME: output stays in order
-            stream.thread_count = self.threads
+        if ctx is None:
+            if self._ctx is not None:
+                return self._ctx
+            ctx = av.CodecContext.create(self._index.codec, "r")
+            if self._index.extradata:
+                ctx.extradata = self._index.extradata
+            self._ctx = ctx
+        if not ctx.is_open:
+            ctx.thread_type = av.codec.context.ThreadType.SLICE  # never FRAME: output stays in order
+            ctx.thread_count = self.threads
             # report bitstream errors instead of concealing them into a wrong frame
-            stream.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
-        return stream
+            ctx.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
+        return ctx
+
+    def _read_bytes(self, pos: int, size: int) -> bytes:
+        data = os.pread(self._file.fileno(), size, pos)
+        if len(data) != size:
+            raise ValueError(f"file ends inside the packet at byte {pos} (truncated or changed?)")
+        return data
 
     def read(self, indices) -> torch.Tensor:
         import av
@@ -155,29 +200,38 @@ class PyAVSource(FrameSource):
         wanted = sorted(set(idx))
         try:
             if self._index is not None:
-                from tempo.data.sparse_decode import decode_frames
-
-                if self._container is None:
-                    raise ValueError("source was closed")
-                got = decode_frames(self._open_stream(self._container), self._index, wanted)
+                got = self._read_sparse(wanted)
             else:
                 with av.open(self.path) as container:
-                    got = self._decode_sequential(container, self._open_stream(container), wanted)
-        except (av.FFmpegError, ValueError) as err:
+                    stream = container.streams.video[0]
+                    self._decoder(stream.codec_context)
+                    got = self._decode_sequential(container, stream, wanted)
+        except (av.FFmpegError, ValueError, OSError) as err:
             raise DecodeError(self.path, f"PyAV failed to decode ({err})") from err
         missing = set(wanted) - got.keys()
         if missing:
             raise DecodeError(self.path, f"video ended before frame {min(missing)} (truncated file?)")
         return torch.from_numpy(np.stack([got[i] for i in idx]))
 
+    def _read_sparse(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        from tempo.data.sparse_decode import decode_frames
+
+        if self._file is not None:
+            return decode_frames(self._decoder(), self._index, wanted, self._read_bytes)
+        if self._container is None:
+            raise ValueError("source was closed")
+        return decode_frames(self._decoder(self._container.streams.video[0].codec_context), self._index, wanted)
+
     @staticmethod
     def _decode_sequential(container, stream, wanted: list[int]) -> dict[int, np.ndarray]:
+        from tempo.data.sparse_decode import to_rgb
+
         targets, last, got = set(wanted), wanted[-1], {}
         for i, frame in enumerate(container.decode(stream)):
             if frame.is_corrupt:
                 raise ValueError(f"decoder flagged frame {i} corrupt")
             if i in targets:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = to_rgb(frame)
             if i >= last:
                 break
         return got
@@ -237,11 +291,14 @@ def open_video(path: str | Path, num_threads: int = 1) -> FrameSource:
 def open_source(path: str | Path, backend: str = "pyav", **kwargs) -> FrameSource:
     """Open a video with `backend`: "pyav" (default: reference-aware sparse decoding, exact),
     "decord" (decord's `get_batch`, falling back to PyAV via `open_video`) or "frames" (JPEG/PNG
-    folders)."""
+    folders). `kwargs` may hold options of every backend (`dataset.source_kwargs`); each takes its own."""
+    options = {"frames": ("template", "start_index", "num_frames"), "pyav": ("sparse", "threads", "index_dir"),
+               "decord": ("num_threads",)}
+    if backend not in options:
+        raise ValueError(f"unknown video backend {backend!r}; choose pyav, decord or frames")
+    kwargs = {k: v for k, v in kwargs.items() if k in options[backend]}
     if backend == "frames":
         return FrameFolderSource(path, **kwargs)
     if backend == "pyav":
-        return PyAVSource(path, **{k: v for k, v in kwargs.items() if k in ("sparse", "threads")})
-    if backend != "decord":
-        raise ValueError(f"unknown video backend {backend!r}; choose pyav, decord or frames")
-    return open_video(path, **{k: v for k, v in kwargs.items() if k == "num_threads"})
+        return PyAVSource(path, **kwargs)
+    return open_video(path, **kwargs)

@@ -8,14 +8,18 @@ Dropping them cannot change any other frame (nothing predicts from them), so the
 are bit-exact equal to a full decode. Other codecs (VP8/VP9, MPEG-4 part 2, ...) decode every
 packet from the keyframe on, still skipping whole GOPs that hold no target.
 
-The packet index (decode order, pts, keyframe flag, droppable flag) is demuxed once per source
-without decoding; frame `i` is the i-th frame in presentation order (sorted pts), as a full
+The packet index (decode order, byte offset, size, pts, keyframe flag, droppable flag) is demuxed
+once without decoding, and can be stored (`tempo.data.packet_store`): with a stored index, an
+H.264/HEVC/VP8/VP9 stream in MP4, MKV or WebM is read as just the needed packets' bytes from the
+file, with no demuxer. Frame `i` is the i-th frame in presentation order (sorted pts), as a full
 decode yields it. Reads are one forward pass over the targets' packets, jumping to a later
 keyframe (and resetting the decoder) only when the next target lies past it.
 """
 
 from __future__ import annotations
 
+import mmap
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,15 +33,37 @@ H264_HARMLESS = {6, 9, 12}
 HEVC_HARMLESS = {35, 38, 39, 40}
 
 
+# Codecs whose decoder needs nothing but the codec name, its extradata and the packets (no other
+# container parameters); their packets can be read straight from the file by a stored index.
+RAW_CODECS = {"h264", "hevc", "vp8", "vp9"}  # MPEG-4 part 2 needs its container's parameters
+NO_TIMESTAMP = np.iinfo(np.int64).min  # a packet's dts the container did not give
+
+
 @dataclass
 class PacketIndex:
-    """The video stream's packets in decode order, and where each frame lives."""
+    """The video stream's packets in decode order (no packet data), and where each frame lives.
 
-    packets: list            # av.Packet, decode order
-    keyframe: np.ndarray      # (P,) bool
-    droppable: np.ndarray     # (P,) bool: non-reference, may be skipped unless a target
-    frame_packet: np.ndarray  # (F,) decode position of presentation-order frame i
-    frame_pts: np.ndarray     # (F,) its pts
+    `raw` says that packet j's bytes are exactly `file[pos[j]: pos[j] + size[j]]` (MP4, MKV, WebM;
+    checked when the index is built) and the codec needs no container parameters, so a stored
+    index decodes with no demuxer at all; otherwise (MPEG-TS, MPEG-4 part 2 in AVI, ...) the
+    packets stay in memory as `packets` while the source is open.
+    """
+
+    codec: str
+    extradata: bytes
+    pos: np.ndarray        # (P,) int64 byte offset of each packet in the file
+    size: np.ndarray       # (P,) int64
+    pts: np.ndarray        # (P,) int64
+    dts: np.ndarray        # (P,) int64, NO_TIMESTAMP where unknown
+    keyframe: np.ndarray   # (P,) bool
+    droppable: np.ndarray  # (P,) bool: non-reference, may be skipped unless a target
+    raw: bool = False
+    packets: list | None = None  # av.Packet in decode order, when not `raw` (or still at hand)
+
+    def __post_init__(self):
+        order = np.argsort(self.pts, kind="stable")
+        self.frame_packet = order            # (F,) decode position of presentation-order frame i
+        self.frame_pts = self.pts[order]     # (F,) its pts
 
     @property
     def num_frames(self) -> int:
@@ -51,10 +77,35 @@ class PacketIndex:
         if len(keys) == 0:
             return 0
         k = len(keys) - 1
-        pts = self.packets[position].pts
-        while k > 0 and pts < self.packets[keys[k]].pts:
+        while k > 0 and self.pts[position] < self.pts[keys[k]]:
             k -= 1
         return int(keys[k])
+
+    def packet(self, j: int, read=None):
+        """Packet j as an `av.Packet`: the one in memory, else its bytes from `read(pos, size)`."""
+        import av
+
+        if self.packets is not None:
+            return self.packets[j]
+        packet = av.Packet(read(int(self.pos[j]), int(self.size[j])))
+        packet.pts = int(self.pts[j])
+        if self.dts[j] != NO_TIMESTAMP:
+            packet.dts = int(self.dts[j])
+        packet.is_keyframe = bool(self.keyframe[j])
+        return packet
+
+
+_reformatters = threading.local()
+
+
+def to_rgb(frame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """A decoded frame as RGB uint8 (H, W, 3), optionally resized. One swscale context is kept per
+    thread: `VideoFrame.to_ndarray` sets a new one up for every frame, ~8x the conversion itself."""
+    from av.video.reformatter import VideoReformatter
+
+    if not hasattr(_reformatters, "rgb"):
+        _reformatters.rgb = VideoReformatter()
+    return _reformatters.rgb.reformat(frame, width, height, format="rgb24").to_ndarray()
 
 
 # -- NAL parsing ---------------------------------------------------------------------------------
@@ -124,15 +175,17 @@ def length_size(codec: str, extradata: bytes | None) -> int | None:
 
 
 # -- index -----------------------------------------------------------------------------------------
-def build_index(container, stream) -> PacketIndex:
-    """Demux (no decoding) every packet of `stream`; flag keyframes and droppable packets."""
+def build_index(container, stream, path: str | None = None) -> PacketIndex:
+    """Demux (no decoding) every packet of `stream`; flag keyframes and droppable packets. With the
+    file's `path`, also check whether each packet's bytes lie as-is in the file (`raw`)."""
     packets = [p for p in container.demux(stream) if p.size and not p.is_discard]
+    data = [bytes(p) for p in packets]
     codec = stream.codec_context.name
     prefix = length_size(codec, bytes(stream.codec_context.extradata or b""))
     if codec == "h264":
-        droppable = [not p.is_keyframe and h264_droppable(bytes(p), prefix) for p in packets]
+        droppable = [not p.is_keyframe and h264_droppable(d, prefix) for p, d in zip(packets, data, strict=True)]
     elif codec == "hevc":
-        kinds = [hevc_nal_kinds(bytes(p), prefix) for p in packets]
+        kinds = [hevc_nal_kinds(d, prefix) for d in data]
         top = max((t for ks in kinds for _, t in ks), default=0)
         droppable = [not p.is_keyframe and hevc_droppable(ks, top) for p, ks in zip(packets, kinds, strict=True)]
     else:
@@ -143,13 +196,34 @@ def build_index(container, stream) -> PacketIndex:
     pts = np.array([p.pts if p.pts is not None else -1 for p in packets], np.int64)
     if len(pts) and (pts < 0).any():
         raise ValueError("packets without timestamps")
-    order = np.argsort(pts, kind="stable")
-    return PacketIndex(packets, keyframe, np.array(droppable, bool), order, pts[order])
+    pos = np.array([p.pos if p.pos is not None else -1 for p in packets], np.int64)
+    index = PacketIndex(
+        codec, bytes(stream.codec_context.extradata or b""), pos, np.array([len(d) for d in data], np.int64), pts,
+        np.array([NO_TIMESTAMP if p.dts is None else p.dts for p in packets], np.int64), keyframe,
+        np.array(droppable, bool), packets=packets)
+    if path is not None and codec in RAW_CODECS:
+        index.raw = locate_in_file(path, index.pos, data)
+    return index
 
 
-def decode_frames(stream, index: PacketIndex, targets: list[int]) -> dict[int, np.ndarray]:
-    """frame index → RGB uint8 (H, W, 3) for the distinct sorted `targets`, by one forward pass."""
-    ctx = stream.codec_context
+def locate_in_file(path: str, pos: np.ndarray, data: list[bytes], slack: int = 64) -> bool:
+    """Point `pos` at each packet's bytes as they lie in the file, at or just after the offset the
+    demuxer reports (MP4: the sample itself; MKV/WebM: its block header). False when a packet is
+    not found unchanged (MPEG-TS reassembles packets from 188-byte cells; laced or compressed MKV
+    blocks): such a file keeps being demuxed."""
+    if len(data) == 0 or (pos < 0).any():
+        return False
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as whole:
+        found = [whole.find(d, p, p + len(d) + slack) for p, d in zip(pos.tolist(), data, strict=True)]
+    if min(found) < 0:
+        return False
+    pos[:] = found
+    return True
+
+
+def decode_frames(ctx, index: PacketIndex, targets: list[int], read=None) -> dict[int, np.ndarray]:
+    """frame index → RGB uint8 (H, W, 3) for the distinct sorted `targets`, by one forward pass of
+    the decoder `ctx` (packets from memory, else `read(pos, size)` of the file)."""
     by_pts = {int(index.frame_pts[t]): t for t in targets}
     target_packets = {int(index.frame_packet[t]) for t in targets}
     got: dict[int, np.ndarray] = {}
@@ -160,7 +234,7 @@ def decode_frames(stream, index: PacketIndex, targets: list[int]) -> dict[int, n
                 raise ValueError(f"decoder flagged frame pts={frame.pts} corrupt")
             t = by_pts.get(frame.pts)
             if t is not None and t not in got:
-                got[t] = frame.to_ndarray(format="rgb24")
+                got[t] = to_rgb(frame)
 
     position = None  # next packet to send
     for last in sorted(target_packets):
@@ -174,7 +248,7 @@ def decode_frames(stream, index: PacketIndex, targets: list[int]) -> dict[int, n
             position = start
         for j in range(position, last + 1):
             if j in target_packets or not index.droppable[j]:
-                take(ctx.decode(index.packets[j]))
+                take(ctx.decode(index.packet(j, read)))
         position = last + 1
     take(ctx.decode(None))
     ctx.flush_buffers()
