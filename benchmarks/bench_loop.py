@@ -12,13 +12,14 @@ parameter groups), LR-scheduler step (tempo's warm-up + cosine, per step). Compa
   `python -m tempo.train` runs it: every loss term logged, train top-1, the non-finite-loss check,
   ... The progress bar draws to /dev/null.
 
-The machine is shared and noisy, so the two loops are interleaved step by step: after each
-Lightning step a callback runs one bare step (on a twin network, built the same way, fed the same
-batch) and times it; the Lightning step is the time from the end of that callback to its next
-call (everything Lightning and tempo do per step: fetch, transfer, hooks, the step, logging,
-callbacks). Load drifts then hit both alike. One intra-op thread. Per side: `--repeats` runs of one
-epoch of `--steps` steps (the first `SKIP` steps are warm-up), each giving Σ Lightning / Σ bare
-and the mean per-step difference; the medians over runs are printed (target ≤ 1.05×).
+Each run is one epoch of `--steps` steps on one side; a step ends at the end of its optimiser and
+LR step (bare) or when Lightning calls `on_train_batch_end` (so a Lightning step holds everything
+Lightning and tempo do per step: fetch, transfer, hooks, the step, logging, callbacks, and any
+background thread such as the progress bar's drawing). The mean step time over the epoch, the
+first `SKIP` steps (warm-up) left out, is one sample. The machine is shared and noisy, so the
+sides are interleaved run by run (bare, plain, tempo, the order rotating every repeat) and the
+medians over `--repeats` are printed: per-step overhead in ms and the ratio to bare (target ≤ 1.05×).
+One intra-op thread.
 
 The network is TSN on the CPU-sized ResNet (`backbone=resnet_tiny`), 4 segments of 56×56, batch 8,
 8 classes: a tiny video step of a few tens of ms. `--network linear` swaps in a one-layer network
@@ -127,57 +128,55 @@ def normalise(module: RecognitionModule, video: torch.Tensor) -> torch.Tensor:
     return (video.float().div_(255) - module.mean) / module.std
 
 
-class BareLoop:
-    """The bare PyTorch training step, on its own copy of the network."""
+class Run:
+    """One epoch of one side: the end time of every step and the trained network."""
 
-    def __init__(self, cfg, network: str, steps: int):
-        self.module = tempo_module(cfg, network)
-        self.optimizer, schedule = optimiser_and_schedule(self.module, steps)
-        self.scheduler = schedule["scheduler"]
-        self.module.network.train()
+    def __init__(self):
+        self.ends: list[float] = []
+        self.network: nn.Module | None = None
 
-    def step(self, batch: dict) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        network, loss = self.module.network, self.module.loss
-        loss(network(normalise(self.module, batch["video"])), batch["label"])["loss"].backward()
-        self.optimizer.step()
-        self.scheduler.step()
+    def step_time(self) -> float:
+        """Mean seconds per step after the warm-up."""
+        ends = self.ends[SKIP - 1:]
+        return (ends[-1] - ends[0]) / (len(ends) - 1)
 
 
-class Interleave(L.Callback):
-    """After each Lightning step, one timed bare step on the same batch; times the Lightning step as
-    the interval between the end of this hook and its next call."""
+def bare_run(cfg, network: str, loader: Loader) -> Run:
+    """The bare PyTorch loop."""
+    module = tempo_module(cfg, network)
+    net, loss = module.network, module.loss
+    optimizer, schedule = optimiser_and_schedule(module, len(loader))
+    scheduler = schedule["scheduler"]
+    net.train()
+    run = Run()
+    for batch in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss(net(normalise(module, batch["video"])), batch["label"])["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        run.ends.append(time.perf_counter())
+    run.network = net
+    return run
 
-    def __init__(self, bare: BareLoop, loader: Loader):
-        self.bare, self.loader = bare, loader
-        self.lightning: list[float] = []
-        self.bare_times: list[float] = []
-        self.module: L.LightningModule | None = None
-        self._resumed = None
+
+class StepClock(L.Callback):
+    """Records when each Lightning training step ends."""
+
+    def __init__(self, run: Run):
+        self.run = run
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        now = time.perf_counter()
-        self.module = pl_module
-        if self._resumed is not None:  # Lightning's step `batch_idx` (the first one has no start mark)
-            self.lightning.append(now - self._resumed)
-        start = time.perf_counter()
-        self.bare.step(self.loader.batches[batch_idx])
-        self.bare_times.append(time.perf_counter() - start)
-        self._resumed = time.perf_counter()
-
-    def result(self) -> tuple[float, float]:
-        """(mean Lightning step, mean bare step) in seconds over the same steps, warm-up left out."""
-        return statistics.fmean(self.lightning[SKIP:]), statistics.fmean(self.bare_times[SKIP + 1:])
+        self.run.ends.append(time.perf_counter())
 
 
-# the measuring adds no hook calls of its own to either side (Lightning skips non-callable hooks)
+# the measuring adds no hook calls of its own (Lightning skips non-callable hooks)
 for _hook in ("on_train_batch_start", "on_before_zero_grad", "on_before_backward", "on_after_backward",
               "on_before_optimizer_step"):
-    setattr(Interleave, _hook, None)
+    setattr(StepClock, _hook, None)
 
 
 class PlainModule(L.LightningModule):
-    """The bare step's work as a minimal LightningModule."""
+    """The bare loop's work as a minimal LightningModule."""
 
     def __init__(self, cfg, network: str, steps: int):
         super().__init__()
@@ -193,28 +192,32 @@ class PlainModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
-def plain_run(cfg, network: str, loader: Loader) -> Interleave:
-    timer = Interleave(BareLoop(cfg, network, len(loader)), loader)
+def plain_run(cfg, network: str, loader: Loader) -> Run:
+    run = Run()
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[timer])
-    trainer.fit(PlainModule(cfg, network, len(loader)), loader)
-    return timer
+                        callbacks=[StepClock(run)])
+    module = PlainModule(cfg, network, len(loader))
+    trainer.fit(module, loader)
+    run.network = module.inner.network
+    return run
 
 
-def tempo_run(cfg, network: str, loader: Loader) -> Interleave:
+def tempo_run(cfg, network: str, loader: Loader) -> Run:
     """`python -m tempo.train`'s module, default callbacks and logger on `loader` (no validation)."""
-    timer = Interleave(BareLoop(cfg, network, len(loader)), loader)
+    run = Run()
     logger = CSVLogger(cfg.paths.output_dir, name="csv", version="")
     callbacks = [*build_callbacks(cfg, has_logger=True), MetricsHistory(print_lines=False), RunInfo(cfg)]
     for i, c in enumerate(callbacks):  # the bar still draws, to nowhere
         if isinstance(c, RichProgressBar):
             console = {"file": nowhere(), "force_terminal": True}
             callbacks[i] = type(c)(refresh_rate=c.refresh_rate, console_kwargs=console)
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, timer], logger=logger,
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, StepClock(run)], logger=logger,
                           default_root_dir=cfg.paths.output_dir)
-    trainer.fit(tempo_module(cfg, network), loader)
-    return timer
+    module = tempo_module(cfg, network)
+    trainer.fit(module, loader)
+    run.network = module.network
+    return run
 
 
 @functools.cache
@@ -246,28 +249,27 @@ def profile_tempo(cfg, network: str, loader: Loader) -> None:
 def measure(sides: dict[str, Callable], cfg, network: str, loader: Loader, repeats: int) -> dict[str, list]:
     for run in sides.values():  # warm-up: first calls, allocator, lazy imports
         run(cfg, network, loader)
-    results: dict[str, list] = {name: [] for name in sides}
+    times: dict[str, list] = {name: [] for name in sides}
     names = list(sides)
-    for r in range(repeats):  # alternate which side goes first
-        for name in names[r % 2:] + names[:r % 2]:
-            results[name].append(sides[name](cfg, network, loader).result())
-    return results
+    for r in range(repeats):  # run by run, the order rotating
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(sides[name](cfg, network, loader).step_time())
+    return times
 
 
-def report(results: dict[str, list], network: str, steps: int, repeats: int) -> None:
+def report(times: dict[str, list], network: str, steps: int, repeats: int) -> None:
     what = (f"TSN/resnet_tiny, batch {BATCH} × {SEGMENTS} segments × {SIZE}²" if network == "tsn"
             else f"one linear layer, batch {BATCH} × {SEGMENTS} × {SIZE}²")
-    print(f"{what}; {steps - 1 - SKIP} timed steps per run, median of {repeats} runs, 1 thread, "
-          f"each Lightning step interleaved with a bare one:")
-    for name, runs in results.items():
-        bare = statistics.median(b for _, b in runs)
-        side = statistics.median(lt for lt, _ in runs)
-        overhead = statistics.median(lt - b for lt, b in runs)
-        ratio = statistics.median(lt / b for lt, b in runs)
-        spread = sorted(round(lt / b, 3) for lt, b in runs)
-        print(f"  {name:>15}: {side * 1e3:6.2f} ms/step vs bare {bare * 1e3:6.2f} ms/step: overhead "
-              f"{overhead * 1e3:+.2f} ms/step, {name}/bare = {ratio:.3f}× (runs: {spread[0]}–{spread[-1]}; "
-              "target ≤ 1.05×)")
+    bare = statistics.median(times["bare"])
+    print(f"{what}; {steps - SKIP} timed steps per run, median of {repeats} interleaved runs, 1 thread: "
+          f"bare PyTorch {bare * 1e3:.2f} ms/step")
+    for name, runs in times.items():
+        if name == "bare":
+            continue
+        side = statistics.median(runs)
+        spread = f"{min(runs) / bare:.3f}–{max(runs) / bare:.3f}"
+        print(f"  {name:>15}: {side * 1e3:6.2f} ms/step, overhead {(side - bare) * 1e3:+.2f} ms/step, "
+              f"{name}/bare = {side / bare:.3f}× (runs: {spread}; target ≤ 1.05×)")
 
 
 def main() -> None:
@@ -287,9 +289,9 @@ def main() -> None:
         if args.profile:
             profile_tempo(cfg, args.network, loader)
             return
-        results = measure({"plain Lightning": plain_run, "tempo": tempo_run}, cfg, args.network, loader,
-                          args.repeats)
-    report(results, args.network, args.steps, args.repeats)
+        times = measure({"bare": bare_run, "plain Lightning": plain_run, "tempo": tempo_run}, cfg, args.network,
+                        loader, args.repeats)
+    report(times, args.network, args.steps, args.repeats)
 
 
 if __name__ == "__main__":

@@ -203,9 +203,9 @@ def test_default_progress_bar_draws_twice_a_second(tmp_path):
     assert len(bars) == 1 and bars[0].refresh_rate == 2 and bars[0].reads_per_s == 2
 
 
-def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path, monkeypatch):
-    """bench_loop's bare loop and each Lightning side train twin networks on the same batches: the
-    same loss, optimiser, LR schedule and normalisation give the same weights after an epoch."""
+def test_loop_benchmark_does_the_same_work_on_every_side(tmp_path, monkeypatch):
+    """bench_loop's bare loop, plain Lightning and tempo's loop train the same network on the same
+    batches: the same loss, optimiser, LR schedule and normalisation give the same weights."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
         import bench_loop
@@ -215,16 +215,15 @@ def test_loop_benchmark_does_the_same_work_on_both_sides(tmp_path, monkeypatch):
     monkeypatch.setattr(rich, "_console", None)  # the bar reconfigures rich's global console
     cfg = bench_loop.config(tmp_path)
     loader = bench_loop.Loader(bench_loop.make_batches(bench_loop.SKIP + 3))
-    for run in (bench_loop.plain_run, bench_loop.tempo_run):
-        timer = run(cfg, "linear", loader)
-        assert len(timer.lightning) + 1 == len(timer.bare_times) == len(loader)
-        lightning_net = timer.module.network if run is bench_loop.tempo_run else timer.module.inner.network
-        bare_net = timer.bare.module.network
-        for p, q in zip(lightning_net.parameters(), bare_net.parameters(), strict=True):
-            torch.testing.assert_close(p, q)
-        initial = bench_loop.tempo_module(cfg, "linear").network
-        assert all(not torch.equal(p, q) for p, q in zip(bare_net.parameters(), initial.parameters(),
+    runs = [side(cfg, "linear", loader) for side in (bench_loop.bare_run, bench_loop.plain_run,
+                                                       bench_loop.tempo_run)]
+    initial = bench_loop.tempo_module(cfg, "linear").network
+    for run in runs:
+        assert len(run.ends) == len(loader)  # one end time per step
+        assert all(not torch.equal(p, q) for p, q in zip(run.network.parameters(), initial.parameters(),
                                                              strict=True))
+        for p, q in zip(run.network.parameters(), runs[0].network.parameters(), strict=True):
+            torch.testing.assert_close(p, q)
 
 
 def test_tempo_callbacks_skip_their_unused_batch_hooks(tmp_path):
