@@ -7,10 +7,11 @@ multi-view test batches (B, V, C, T, H, W) are run in chunks of views and averag
 `prob` or logits `score`), branches the same way. Samples the loader marks invalid
 (undecodable) are excluded from the metrics and counted, summed over processes.
 
-A training step does no host sync and at most one Lightning `self.log` per value on the steps
-whose values reach the loggers (every `trainer.log_every_n_steps`): loss terms and train top-1
-accumulate on the device every step and are computed once per epoch. The loss is checked for
-non-finite values every `finite_check_every` steps (1: every step, before its update).
+Training steps are kept cheap (`benchmarks/bench_loop.py`): loss terms and train top-1
+accumulate on the device every step, are computed once per epoch, and go through Lightning's
+`self.log` only on the steps whose values reach the loggers (every `trainer.log_every_n_steps`).
+The loss is checked for non-finite values every `finite_check_every` steps (1, the default: every
+step, before its update, one flag read; N: N steps' flags in one read; 0: off).
 """
 
 from __future__ import annotations
