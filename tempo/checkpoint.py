@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
+from tempo.callbacks import skip_unused_batch_hooks
 from tempo.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def run_info(cfg: DictConfig, class_names: list[str] | None) -> dict:
             "class_names": [str(c) for c in class_names] if class_names else None}
 
 
+@skip_unused_batch_hooks
 class RunInfo(L.Callback):
     """Stores `run_info(cfg, datamodule.class_names)` in every checkpoint the trainer saves."""
 

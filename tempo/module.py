@@ -158,7 +158,7 @@ class RecognitionModule(L.LightningModule):
         terms = self.loss(outputs, batch["label"])
         bs = batch["label"].shape[0]
         new_terms = self.train_losses.update(terms, bs)
-        self.train_top1.add((outputs["logits"].detach().argmax(1) == batch["label"]).float().mean(), bs)
+        self.train_top1.update((outputs["logits"].detach().argmax(1) == batch["label"]).float().mean(), bs)
         failures = batch.get("num_failures", 0)
         if failures:  # host count: the device sees an update only when a video failed
             self.train_failures.update(float(failures))
@@ -190,8 +190,8 @@ class RecognitionModule(L.LightningModule):
 
     def _logger_step(self) -> bool:
         """Whether Lightning sends this step's values to the loggers (`trainer.log_every_n_steps`)."""
-        connector = getattr(self.trainer, "_logger_connector", None)
-        return connector is None or bool(connector.should_update_logs) or bool(self.trainer.fast_dev_run)
+        connector = getattr(self.trainer, "_logger_connector", None)  # private: every step when it is gone
+        return bool(getattr(connector, "should_update_logs", True)) or bool(self.trainer.fast_dev_run)
 
     def _stop_if_non_finite(self, terms: dict, batch: dict) -> None:
         """Stop at the first non-finite loss. With `finite_check_every=1` the check reads one flag

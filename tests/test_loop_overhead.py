@@ -117,13 +117,12 @@ def test_epoch_mean_keeps_its_step_value_on_the_host():
     moved = metric.to("meta")  # where a GPU would be: the states move, the step value does not
     assert moved.total.device.type == "meta" and moved.last.device.type == "meta"
     assert moved._forward_cache.device.type == "cpu" and float(moved._forward_cache) == 4.0
-    lean = EpochMean()  # `add`: the training step's wrapper-free update, same result
-    lean.add(torch.tensor(2.0), 3)
-    lean.add(torch.tensor(4.0), 1)
-    assert lean.update_count == 2 and float(lean.compute()) == pytest.approx(2.5)
-    lean.reset()
-    lean.add(torch.tensor(1.0), 2)
-    assert float(lean.compute()) == 1.0  # a computed value is not served stale after new steps
+    assert metric.update_count == 2
+    fresh = EpochMean()
+    fresh.update(torch.tensor(2.0), 3)
+    assert float(fresh.compute()) == 2.0
+    fresh.update(torch.tensor(1.0), 3)
+    assert float(fresh.compute()) == 1.5  # a computed value is not served stale after new steps
 
 
 def fit_until_diverged(tmp_path, every: int, nan_at: int) -> tuple[TrainingDiverged, object, list[int]]:
@@ -169,7 +168,7 @@ def test_check_off_leaves_the_weight_check(tmp_path):
 def test_finite_check_every_is_checked_and_set_from_the_config(tmp_path):
     with pytest.raises(ValueError, match="finite_check_every"):
         make_module(finite_check_every=-1)
-    cfg = compose_config(["backbone=resnet_tiny", "dataset.num_segments=2", "+module.finite_check_every=10"],
+    cfg = compose_config(["backbone=resnet_tiny", "dataset.num_segments=2", "module.finite_check_every=10"],
                          tmp_path)
     assert build_module(cfg).finite_check_every == 10
     assert build_module(compose_config([], tmp_path)).finite_check_every == 1  # default: every step
