@@ -10,8 +10,8 @@ multi-view test batches (B, V, C, T, H, W) are run in chunks of views and averag
 Training steps are kept cheap (`benchmarks/bench_loop.py`): loss terms and train top-1
 accumulate on the device every step, are computed once per epoch, and go through Lightning's
 `self.log` only on the steps whose values reach the loggers (every `trainer.log_every_n_steps`).
-The loss is checked for non-finite values every `finite_check_every` steps (1, the default: every
-step, before its update, one flag read; N: N steps' flags in one read; 0: off).
+The loss is checked for non-finite values every `finite_check_every` steps (`tempo.divergence`;
+1, the default: every step, before its update, one flag read; N: N steps' flags in one read; 0: off).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
+from tempo.divergence import NonFiniteLossCheck, check_finite_weights
 from tempo.losses import CrossEntropy
 from tempo.metrics import BranchAccuracy, EpochMean, EpochMeans, accuracy_metrics
 from tempo.schedules import build_scheduler, describe, run_span
@@ -33,25 +34,6 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss or the weights became non-finite; `details` goes to summary.json."""
-
-    def __init__(self, message: str, details: dict):
-        super().__init__(message)
-        self.details = details
-
-
-def check_finite_weights(module: nn.Module, step: int, epoch: int) -> None:
-    """Raise before non-finite weights are evaluated or saved (one device sync)."""
-    params = [p.detach() for p in module.parameters()]
-    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
-        bad = [name for name, p in module.named_parameters() if not p.detach().isfinite().all()]
-        raise TrainingDiverged(
-            f"the weights became non-finite by step {step} (epoch {epoch}; {len(bad)} tensors, e.g. {bad[:3]}); "
-            "nothing was saved from this state. Lower optimizer.lr or set trainer.gradient_clip_val.",
-            {"reason": "non-finite weights", "step": step, "epoch": epoch, "tensors": bad[:20]})
 
 
 def param_groups(model: nn.Module, weight_decay: float, bias_lr_mult: float = 1.0,
@@ -100,9 +82,6 @@ class RecognitionModule(L.LightningModule):
         super().__init__()
         if test_reduce not in ("prob", "score"):
             raise ValueError(f"test_reduce must be 'prob' or 'score', got {test_reduce!r}")
-        if finite_check_every < 0:
-            raise ValueError(f"module.finite_check_every={finite_check_every} must be ≥ 0 (0: off, 1: every step, "
-                             "N: every N steps)")
         self.network = network
         self.loss = loss if loss is not None else CrossEntropy()
         self.num_classes = num_classes
@@ -113,7 +92,7 @@ class RecognitionModule(L.LightningModule):
         self.no_decay_norm_bias = no_decay_norm_bias
         self.test_reduce = test_reduce
         self.test_chunk = test_chunk
-        self.finite_check_every = finite_check_every
+        self.finite_check = NonFiniteLossCheck(finite_check_every)  # tempo.divergence
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1, 1), persistent=False)
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
@@ -125,7 +104,6 @@ class RecognitionModule(L.LightningModule):
         self.train_top1 = EpochMean()
         self.train_losses = EpochMeans()  # each loss term's epoch mean
         self._epoch_logged = False  # the epoch-level metrics are registered with Lightning this epoch
-        self._unchecked: list[tuple] = []  # steps whose loss was not yet checked (finite_check_every > 1)
         # counted per process, summed over processes when computed (DDP)
         self.train_failures = SumMetric()
         self.excluded_counts = nn.ModuleDict({"val": SumMetric(), "test": SumMetric()})
@@ -163,7 +141,7 @@ class RecognitionModule(L.LightningModule):
         if failures:  # host count: the device sees an update only when a video failed
             self.train_failures.update(float(failures))
         self._log_train_metrics(bs, force=new_terms)
-        self._stop_if_non_finite(terms, batch)
+        self.finite_check.after_step(terms, batch.get("index"), self.trainer, self._train_paths)
         return terms["loss"]
 
     def _log_train_metrics(self, batch_size: int, force: bool = False) -> None:
@@ -193,48 +171,6 @@ class RecognitionModule(L.LightningModule):
         connector = getattr(self.trainer, "_logger_connector", None)  # private: every step when it is gone
         return bool(getattr(connector, "should_update_logs", True)) or bool(self.trainer.fast_dev_run)
 
-    def _stop_if_non_finite(self, terms: dict, batch: dict) -> None:
-        """Stop at the first non-finite loss. With `finite_check_every=1` the check reads one flag
-        per step (a device sync on an accelerator) before the step's update, so what was saved stays
-        finite; with N > 1 the flags stay on the device and are read every N steps and at the end
-        of the epoch (before anything is saved), naming the first non-finite step and its batch."""
-        if not self.finite_check_every:
-            return
-        loss = terms["loss"].detach()
-        if self.finite_check_every == 1 and not self._unchecked and self.trainer.world_size == 1 \
-                and bool(torch.isfinite(loss)):
-            return  # the common case, in one device read
-        pending = (self.trainer.global_step, self.trainer.current_epoch + 1, ~torch.isfinite(loss),
-                   {name: value.detach() for name, value in terms.items()}, batch.get("index"))
-        self._unchecked.append(pending)
-        if len(self._unchecked) >= self.finite_check_every:
-            self._check_unchecked()
-
-    def _check_unchecked(self) -> None:
-        """Read the pending steps' non-finite flags (one device sync) and raise at the first."""
-        pending, self._unchecked = self._unchecked, []
-        if not pending:
-            return
-        flags = pending[0][2].view(1) if len(pending) == 1 else torch.stack([p[2] for p in pending])
-        bad = bool(flags.any())
-        if self.trainer.world_size > 1:  # every process must stop together
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
-            return
-        first = next((p for p, flag in zip(pending, flags.tolist(), strict=True) if flag), pending[-1])
-        step, epoch, _, terms, index = first  # on another process, this one's last checked step
-        indices = [int(i) for i in index.tolist()] if index is not None else []
-        paths = self._train_paths(indices)
-        values = {name: float(value) for name, value in terms.items()}
-        shown = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
-        raise TrainingDiverged(
-            f"non-finite loss at step {step} (epoch {epoch}): {shown}. Batch (dataset indices on this "
-            f"process): {indices}" + (f", videos: {paths}" if paths else "") + ". Nothing was saved from "
-            "this state; the checkpoints on disk are from the last finite epoch. Lower optimizer.lr "
-            "(or module.reference_batch_size scaling) or set trainer.gradient_clip_val.",
-            {"reason": "non-finite loss", "step": step, "epoch": epoch, "loss_terms": values,
-             "indices": indices, "videos": paths})
-
     def _train_paths(self, indices: list[int]) -> list[str]:
         datamodule = getattr(self.trainer, "datamodule", None)
         dataset = getattr(datamodule, "datasets", {}).get("train") if datamodule is not None else None
@@ -246,7 +182,7 @@ class RecognitionModule(L.LightningModule):
         self._epoch_logged = False
 
     def on_train_epoch_end(self) -> None:
-        self._check_unchecked()  # before saving
+        self.finite_check.flush(self.trainer, self._train_paths)  # before saving
         check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)
         # callbacks read the metric first (it is computed once, on every process)
         value = self.trainer.callback_metrics.get("train/decode_failures")
@@ -289,7 +225,7 @@ class RecognitionModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.excluded_counts["val"].update(0.0)
         if self.trainer.state.fn == "fit":  # not when evaluating a saved model
-            self._check_unchecked()
+            self.finite_check.flush(self.trainer, self._train_paths)
             check_finite_weights(self, self.trainer.global_step, self.trainer.current_epoch + 1)
 
     def on_validation_epoch_end(self) -> None:

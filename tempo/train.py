@@ -26,8 +26,8 @@ from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, 
 from tempo.checkpoint import RunInfo
 from tempo.complexity import network_complexity
 from tempo.config import check_config
+from tempo.divergence import TrainingDiverged
 from tempo.loggers import finish_runs, logger_callbacks
-from tempo.module import TrainingDiverged
 from tempo.multirun import pin_ddp_ranks_to_job
 from tempo.quiet import quiet_startup
 from tempo.run_info import log_hyperparameters, print_config

@@ -24,8 +24,8 @@ from tempo.callbacks import (
     RunCheckpoint,
     StepLearningRateMonitor,
 )
+from tempo.divergence import TrainingDiverged
 from tempo.metrics import EpochMean
-from tempo.module import TrainingDiverged
 from tempo.train import build_callbacks, build_module
 from tests.conftest import compose_config
 from tests.test_module import batch, batches, make_module
@@ -170,8 +170,8 @@ def test_finite_check_every_is_checked_and_set_from_the_config(tmp_path):
         make_module(finite_check_every=-1)
     cfg = compose_config(["backbone=resnet_tiny", "dataset.num_segments=2", "module.finite_check_every=10"],
                          tmp_path)
-    assert build_module(cfg).finite_check_every == 10
-    assert build_module(compose_config([], tmp_path)).finite_check_every == 1  # default: every step
+    assert build_module(cfg).finite_check.every == 10
+    assert build_module(compose_config([], tmp_path)).finite_check.every == 1  # default: every step
 
 
 @pytest.mark.parametrize("kind", ["rich", "tqdm"])
