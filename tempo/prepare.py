@@ -5,6 +5,8 @@ Reads the dataset's official annotations exactly as training does, then checks e
 `decode_check`) its first and last usable frames decode. Results:
 
 - the frame-count manifest training reuses (`${paths.cache_dir}/manifests`, copied to the run dir),
+- with the `pyav` backend, each checked or converted video's packet index
+  (`dataset.packet_index_dir`, `tempo.data.packet_store`): training opens them without demuxing,
 - `prepare_report.json` and `prepare_report.txt` in the run dir: ok / missing / broken counts per
   subset, with every missing and broken path (and the error),
 - a summary table on the console. The exit status is 1 only with `strict=true` and a problem.
@@ -12,7 +14,7 @@ Reads the dataset's official annotations exactly as training does, then checks e
 Options convert the ok videos to a new root (same relative paths, so the same annotations
 read them): `resize_short_side=256` re-encodes with PyAV (`gop=` sets a short keyframe
 interval for fast seeking); `format=fast` re-encodes (short side 256 unless set) into the
-stored format `make bench` measured fastest per byte (FAST_FORMAT, for the sparse decoder);
+stored format `make bench` measured fastest per byte (`tempo.data.convert.FAST_FORMAT`: all-intra);
 `extract_frames=true` writes JPEG folders named after each video
 file (read them with `dataset.root=<new root> dataset.backend=frames`). Checks run in threads,
 conversions in `workers` processes.
