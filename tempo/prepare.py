@@ -5,7 +5,7 @@ Reads the dataset's official annotations exactly as training does, then checks e
 `decode_check`) its first and last usable frames decode. Results:
 
 - the frame-count manifest training reuses (`${paths.cache_dir}/manifests`, copied to the run dir),
-- with the `pyav` backend, each checked or converted video's packet index
+- with the `pyav` backend, the packet index of each video it decodes (`decode_check`) or converts
   (`dataset.packet_index_dir`, `tempo.data.packet_store`): training opens them without demuxing,
 - `prepare_report.json` and `prepare_report.txt` in the run dir: ok / missing / broken counts per
   subset, with every missing and broken path (and the error),
