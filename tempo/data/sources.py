@@ -101,7 +101,7 @@ class PyAVSource(FrameSource):
         self.path = str(path)
         self.threads = threads
         _check_file(self.path)
-        self._index = self._file = self._ctx = self._container = self._opened = None
+        self._index = self._file = self._ctx = self._container = None
         try:
             store = None
             if sparse and index_dir:
@@ -118,41 +118,36 @@ class PyAVSource(FrameSource):
             if self._index is not None and self._index.raw:
                 self._index.packets = None  # read from the file from now on
                 self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
-            elif self._index is not None:  # its packets are decoded with the container's parameters
-                self._container = self._opened
-            self._opened = None
         except Exception as err:
             self.close()
             raise DecodeError(self.path, f"PyAV could not open it ({err.__class__.__name__}: {err})") from err
 
     def _scan(self, sparse: bool):
-        """(packet index or None, frame count) from one demux of the file, no decoding; the
-        container stays open as `_opened` when the index needs it."""
+        """(packet index or None, frame count) from one demux of the file, no decoding. An index
+        that is not raw-readable keeps the container open (`_container`): its packets are decoded
+        with the container's parameters."""
         import av
 
         from tempo.data.sparse_decode import build_index
 
-        container = self._opened = av.open(self.path)
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        if sparse:
-            try:
-                index = build_index(container, stream, self.path)
-                if index.raw:
-                    self._close_opened()
-                return index, index.num_frames
-            except ValueError:  # no timestamps (raw elementary stream): decode sequentially
-                container.seek(0)
-        # the container's frame count, else one packet per frame (no decoding)
-        count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-        self._close_opened()
-        return None, count
-
-    def _close_opened(self) -> None:
-        if getattr(self, "_opened", None) is not None:
-            self._opened.close()
-            self._opened = None
+        container = av.open(self.path)
+        try:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            if sparse:
+                try:
+                    index = build_index(container, stream, self.path)
+                    if not index.raw:
+                        self._container, container = container, None
+                    return index, index.num_frames
+                except ValueError:  # no timestamps (raw elementary stream): decode sequentially
+                    container.seek(0)
+            # the container's frame count, else one packet per frame (no decoding)
+            return None, stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        finally:
+            if container is not None:
+                container.close()
 
     def close(self) -> None:
         if getattr(self, "_file", None) is not None:
@@ -161,7 +156,6 @@ class PyAVSource(FrameSource):
         if getattr(self, "_container", None) is not None:
             self._container.close()
             self._container = None
-        self._close_opened()
         self._ctx = None
         if getattr(self, "_index", None) is not None:
             self._index.packets = None
