@@ -76,11 +76,9 @@ def write_video(
 def _video_frame(frame) -> av.VideoFrame:
     if not isinstance(frame, av.VideoFrame):
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-    if frame.format.name != "yuv420p":
-        frame = frame.reformat(format="yuv420p")
-    # a decoded frame keeps its source's picture type, which libx264 would obey (forcing I/P/B)
-    frame.pict_type, frame.pts = av.video.frame.PictureType.NONE, None
-    return frame
+    # a fresh frame of the same planes: a decoded one carries its source's timestamps, time base and
+    # picture type, which the encoder would obey (libx264 forces the I/P/B type)
+    return av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
 
 
 def _chain(first, rest):
