@@ -52,7 +52,7 @@ def prepare(originals: list[Path], folder: Path, name: str, index_dir: Path) -> 
     out = []
     for src in originals:
         frames = name == "jpeg_frames"
-        dst = folder / name / (src.stem if frames else src.name)
+        dst = folder / name / src.name  # a folder for frames (clip.mp4 and clip.avi stay apart)
         dst.parent.mkdir(parents=True, exist_ok=True)
         result = convert_one(Job(str(src), str(dst), 256, frames, None if frames else name, 90,
                                  "{:05d}.jpg", 1, True, str(index_dir)))
