@@ -73,7 +73,7 @@ class PyAVSource(FrameSource):
                     return index, index.num_frames
                 except UnknownOrder as err:  # decoder output order, decoding sequentially
                     warn_decode_order(self.path, str(err))
-                    container.seek(0)
+                    return None, stream.frames or err.packets
             # the container's frame count, else one packet per frame (no decoding)
             return None, stream.frames or sum(1 for p in container.demux(stream) if p.size)
         finally:

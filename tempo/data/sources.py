@@ -23,17 +23,21 @@ from tempo.data.frame_source import (  # noqa: F401 - re-exported: the sources' 
     first_video_stream,
 )
 from tempo.data.pyav_source import PyAVSource
-from tempo.data.stream_checks import order_problem
+from tempo.data.stream_checks import UnknownOrder, packet_stamps
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# codecs whose B-frame streams decord reads exactly (tests/test_frame_order.py); it returns wrong frames
+# for MPEG-4 part 2 with B-frames, in AVI and MP4 alike
+DECORD_EXACT_WITH_BFRAMES = {"h264", "hevc"}
 
 
 class DecordSource(FrameSource):
-    """decord VideoReader: fast seeking, decodes only requested frames. PyAV looks at the file first:
-    it must be a video, and a stream whose timestamps cannot order its frames (`stream_checks`;
-    decord seeks by them) is read by `PyAVSource` instead, in decoder output order."""
+    """decord VideoReader: fast seeking, decodes only requested frames. PyAV demuxes the file first (no
+    decoding): it must be a video, and a stream whose timestamps cannot order its frames
+    (`stream_checks`; decord seeks and counts by them), or with B-frames of a codec decord miscounts, is
+    read by `PyAVSource` instead."""
 
     def __init__(self, path: str | Path, num_threads: int = 1):
         import decord
@@ -41,7 +45,7 @@ class DecordSource(FrameSource):
         self.path = str(path)
         check_file(self.path)
         self._exact = None
-        if self._order_problem():
+        if self._needs_pyav():
             self._exact = PyAVSource(self.path)
             self.num_frames = self._exact.num_frames
             return
@@ -51,17 +55,23 @@ class DecordSource(FrameSource):
         except Exception as err:  # decord raises its own DECORDError / RuntimeError
             raise DecodeError(self.path, f"decord could not open it ({err.__class__.__name__}: {err})") from err
 
-    def _order_problem(self) -> str | None:
-        """Why the container's timestamps cannot order the frames (from its format and B-frames)."""
+    def _needs_pyav(self) -> str | None:
+        """Why decord would not return the full decode's frames (one demux, no decoding): timestamps that
+        cannot order the frames, or a codec whose B-frames it miscounts."""
         import av
 
         try:
             with av.open(self.path) as container:
                 stream = first_video_stream(self.path, container)
-                reorders = bool(stream.codec_context.has_b_frames)
-                return order_problem(container.format.name, reorders, np.zeros(0, np.int64), np.zeros(0, np.int64))
+                codec, reorders = stream.codec_context.name, stream.codec_context.has_b_frames
+                packet_stamps(container, stream, [p for p in container.demux(stream) if p.size and not p.is_discard])
+            if reorders and codec not in DECORD_EXACT_WITH_BFRAMES:
+                return f"decord's seeks miss frames of {codec} streams with B-frames"
+        except UnknownOrder as err:
+            return str(err)
         except av.FFmpegError:
-            return None  # decord may still read what PyAV cannot open: let it try
+            pass  # decord may still read what PyAV cannot open: let it try
+        return None
 
     def read(self, indices) -> torch.Tensor:
         if self._exact is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tempo.data.stream_checks import NO_TIMESTAMP, UnknownOrder, order_problem
+from tempo.data.stream_checks import NO_TIMESTAMP, UnknownOrder, packet_stamps
 
 # H.264 NAL types: 1 non-IDR slice, 2-4 slice data partitions, 5 IDR slice; 6 SEI, 9 access unit
 # delimiter, 12 filler: a packet of only these, with every slice nal_ref_idc == 0, is droppable.
@@ -197,11 +197,7 @@ def build_index(container, stream, path: str | None = None) -> PacketIndex:
     keyframe = np.array([p.is_keyframe for p in packets], bool)
     if len(packets) and not keyframe[0]:
         keyframe[0] = True  # a stream starts decodable (or not at all) at its first packet
-    pts = np.array([NO_TIMESTAMP if p.pts is None else p.pts for p in packets], np.int64)
-    dts = np.array([NO_TIMESTAMP if p.dts is None else p.dts for p in packets], np.int64)
-    problem = order_problem(container.format.name, bool(stream.codec_context.has_b_frames), pts, dts)
-    if problem:
-        raise UnknownOrder(problem)
+    pts, dts = packet_stamps(container, stream, packets)  # UnknownOrder where they cannot order frames
     pos = np.array([p.pos if p.pos is not None else -1 for p in packets], np.int64)
     index = PacketIndex(
         codec, bytes(stream.codec_context.extradata or b""), pos, np.array([len(d) for d in data], np.int64), pts,

@@ -11,7 +11,7 @@ presentation order (frame i = the i-th smallest pts, what the sparse decoder rel
   the stream reorders frames (B-frames). MPEG-4 part 2 in AVI with DivX/Xvid packed B-frames is
   the common case: a B-VOP rides in its anchor's packet and the decoder shows it one packet
   later, so the guessed pts (1, 3, 2, 4, ...) are attached to the wrong pictures;
-- every pts equals its dts although the stream reorders frames (a muxer copied dts into pts).
+- the pts rise in decode order although the stream reorders frames (a muxer copied dts into pts).
 Such streams are read in the decoder's output order, which is what a full decode returns.
 """
 
@@ -35,7 +35,12 @@ NO_TIMESTAMP = np.iinfo(np.int64).min  # a timestamp the container did not give
 
 
 class UnknownOrder(ValueError):  # noqa: N818 - reads as the condition it reports
-    """The packet timestamps do not give presentation order; the reason is the message."""
+    """The packet timestamps do not give presentation order; the reason is the message, `packets` the
+    number of video packets demuxed (one frame each), where known."""
+
+    def __init__(self, reason: str, packets: int | None = None):
+        super().__init__(reason)
+        self.packets = packets
 
 
 def not_video(format_name: str, codec_name: str) -> str | None:
@@ -61,9 +66,20 @@ def order_problem(format_name: str, reorders: bool, pts: np.ndarray, dts: np.nda
         return None  # frames are shown in decode order: any increasing stamps will do
     if set(format_name.split(",")) & GUESSED_PTS_DEMUXERS:
         return f"the {format_name} container stores no presentation timestamps and the stream has B-frames"
-    if len(pts) > 1 and (dts != NO_TIMESTAMP).all() and (pts == dts).all():
-        return "every timestamp equals the decode timestamp although the stream has B-frames"
+    if len(pts) > 2 and (np.diff(pts) > 0).all():
+        return "the timestamps follow decode order although the stream has B-frames (pts copied from dts?)"
     return None
+
+
+def packet_stamps(container, stream, packets) -> tuple[np.ndarray, np.ndarray]:
+    """(pts, dts) of the demuxed `packets` of `stream` in decode order; `UnknownOrder` when they
+    cannot order the frames."""
+    pts = np.array([NO_TIMESTAMP if p.pts is None else p.pts for p in packets], np.int64)
+    dts = np.array([NO_TIMESTAMP if p.dts is None else p.dts for p in packets], np.int64)
+    problem = order_problem(container.format.name, bool(stream.codec_context.has_b_frames), pts, dts)
+    if problem:
+        raise UnknownOrder(problem, len(packets))
+    return pts, dts
 
 
 _warned: set[str] = set()
