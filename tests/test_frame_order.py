@@ -15,7 +15,7 @@ from tempo.data.dataset import VideoDataset
 from tempo.data.packet_store import PacketIndexStore
 from tempo.data.records import VideoRecord
 from tempo.data.samplers import SegmentSampler
-from tempo.data.sources import DecordSource, PyAVSource, open_source, open_video
+from tempo.data.sources import DecodeError, DecordSource, PyAVSource, open_source, open_video
 from tests.video_files import VIDEOS, N, full_decode
 
 SOURCES = {
@@ -117,3 +117,24 @@ def test_video_dataset_samples_presentation_order(test_videos, backend, tmp_path
         clip = dataset.load(0, rng)["video"].permute(1, 2, 3, 0).numpy()
         matches = [next(i for i in range(N) if np.array_equal(frame, full[i])) for frame in clip]
         assert matches == sorted(matches) and len(set(matches)) == 8  # in order, one frame per segment
+
+
+def test_decode_order_warnings_stop_after_a_few_files(test_videos, tmp_path, monkeypatch, caplog):
+    """A dataset of such files (UCF-101: 13,320) names the first few, then goes quiet."""
+    import shutil
+
+    monkeypatch.setattr(stream_checks, "WARNED_FILES", 2)
+    copies = [shutil.copy(test_videos["avi_mpeg4_packed_bframes"], tmp_path / f"v{i}.avi") for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="tempo.data.stream_checks"):
+        for path in copies:
+            PyAVSource(path).read([1])
+    assert [str(copies[0]) in r.getMessage() for r in caplog.records] == [True, False]
+    assert str(copies[1]) in caplog.records[1].getMessage() and "debug level" in caplog.records[1].getMessage()
+
+
+def test_closed_decode_order_source_says_so(test_videos):
+    source = PyAVSource(test_videos["avi_mpeg4_packed_bframes"])
+    source.read([3])
+    source.close()
+    with pytest.raises(DecodeError, match="closed"):
+        source.read([3])

@@ -31,6 +31,8 @@ class PyAVSource(FrameSource):
         self.threads = threads
         check_file(self.path)
         self._index = self._file = self._ctx = self._container = None
+        self._packets = None  # decode-order packets of a stream read in decoder output order
+        self._closed = False
         try:
             store = None
             if sparse and index_dir:
@@ -71,9 +73,10 @@ class PyAVSource(FrameSource):
                     if not index.raw:
                         self._container, container = container, None
                     return index, index.num_frames
-                except UnknownOrder as err:  # decoder output order, decoding sequentially
+                except UnknownOrder as err:  # decoder output order: keep the packets for sequential reads
                     warn_decode_order(self.path, str(err))
-                    return None, stream.frames or err.packets
+                    self._packets, self._container, container = err.packets, container, None
+                    return None, stream.frames or len(self._packets)
             # the container's frame count, else one packet per frame (no decoding)
             return None, stream.frames or sum(1 for p in container.demux(stream) if p.size)
         finally:
@@ -81,13 +84,18 @@ class PyAVSource(FrameSource):
                 container.close()
 
     def close(self) -> None:
+        self._release()
+        self._closed = True
+
+    def _release(self) -> None:
+        """Let go of the file, the container and the packets held for reading."""
         if getattr(self, "_file", None) is not None:
             self._file.close()
             self._file = None
         if getattr(self, "_container", None) is not None:
             self._container.close()
             self._container = None
-        self._ctx = None
+        self._ctx = self._packets = None
         if getattr(self, "_index", None) is not None:
             self._index.packets = None
 
@@ -124,7 +132,14 @@ class PyAVSource(FrameSource):
         idx = check_indices(self.path, indices, self.num_frames)
         wanted = sorted(set(idx))
         try:
-            got = self._read_sparse(wanted) if self._index is not None else self._read_sequential(wanted)
+            if self._closed:
+                raise ValueError("source was closed")
+            if self._index is not None:
+                got = self._read_sparse(wanted)
+            elif self._packets is not None:
+                got = self._read_kept_packets(wanted)
+            else:
+                got = self._read_sequential(wanted)
         except (av.FFmpegError, ValueError, OSError) as err:
             raise DecodeError(self.path, f"PyAV failed to decode ({err})") from err
         missing = set(wanted) - got.keys()
@@ -138,8 +153,6 @@ class PyAVSource(FrameSource):
         from then on."""
         from tempo.data.sparse_decode import decode_frames
 
-        if self._file is None and self._container is None:
-            raise ValueError("source was closed")
         try:
             if self._file is not None:
                 got = decode_frames(self._decoder(), self._index, wanted, self._read_bytes)
@@ -153,9 +166,17 @@ class PyAVSource(FrameSource):
         got = self._read_sequential(wanted)
         if len(got) == len(wanted):
             warn_decode_order(self.path, problem)
-            self.close()
+            self._release()
             self._index = None
         return got
+
+    def _read_kept_packets(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Frames in decoder output order, the demuxed packets sent from the first one on."""
+        ctx = self._decoder(self._container.streams.video[0].codec_context)
+        try:
+            return self._collect((f for p in [*self._packets, None] for f in ctx.decode(p)), wanted)
+        finally:
+            ctx.flush_buffers()
 
     def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
         import av
@@ -163,14 +184,15 @@ class PyAVSource(FrameSource):
         with av.open(self.path) as container:
             stream = container.streams.video[0]
             self._decoder(stream.codec_context)
-            return self._decode_sequential(container, stream, wanted)
+            return self._collect(container.decode(stream), wanted)
 
     @staticmethod
-    def _decode_sequential(container, stream, wanted: list[int]) -> dict[int, np.ndarray]:
+    def _collect(frames, wanted: list[int]) -> dict[int, np.ndarray]:
+        """The `wanted` frames (sorted) of `frames`, counted in the order the decoder outputs them."""
         from tempo.data.sparse_decode import to_rgb
 
         targets, last, got = set(wanted), wanted[-1], {}
-        for i, frame in enumerate(container.decode(stream)):
+        for i, frame in enumerate(frames):
             if frame.is_corrupt:
                 raise ValueError(f"decoder flagged frame {i} corrupt")
             if i in targets:

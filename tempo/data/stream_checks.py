@@ -36,9 +36,9 @@ NO_TIMESTAMP = np.iinfo(np.int64).min  # a timestamp the container did not give
 
 class UnknownOrder(ValueError):  # noqa: N818 - reads as the condition it reports
     """The packet timestamps do not give presentation order; the reason is the message, `packets` the
-    number of video packets demuxed (one frame each), where known."""
+    video packets demuxed (decode order, one frame each), where at hand."""
 
-    def __init__(self, reason: str, packets: int | None = None):
+    def __init__(self, reason: str, packets: list | None = None):
         super().__init__(reason)
         self.packets = packets
 
@@ -78,18 +78,22 @@ def packet_stamps(container, stream, packets) -> tuple[np.ndarray, np.ndarray]:
     dts = np.array([NO_TIMESTAMP if p.dts is None else p.dts for p in packets], np.int64)
     problem = order_problem(container.format.name, bool(stream.codec_context.has_b_frames), pts, dts)
     if problem:
-        raise UnknownOrder(problem, len(packets))
+        raise UnknownOrder(problem, packets)
     return pts, dts
 
 
+WARNED_FILES = 5  # files named at warning level per process; a dataset such as UCF-101 has thousands
 _warned: set[str] = set()
 
 
 def warn_decode_order(path: str, reason: str) -> None:
-    """Say once per file (and process) that it is read in decoder output order."""
+    """Say once per file (and process) that it is read in decoder output order: as a warning for the
+    first `WARNED_FILES` files, at debug level after that."""
     if path in _warned:
         return
     _warned.add(path)
-    log.warning("%s: %s, so its timestamps cannot order the frames; reading it in the order the decoder "
-                "outputs them (what a full decode returns), decoding from the first frame on each read",
-                path, reason)
+    further = len(_warned) >= WARNED_FILES
+    log.log(logging.DEBUG if len(_warned) > WARNED_FILES else logging.WARNING,
+            "%s: %s, so its timestamps cannot order the frames; reading it in the order the decoder outputs "
+            "them (what a full decode returns), from its first frame on each read%s", path, reason,
+            " (further files like it are logged at debug level)" if further else "")
