@@ -20,8 +20,12 @@ class PyAVSource(FrameSource):
     keyframes, reference frames and targets the requested frames need, in one forward pass. Frames
     equal a full decode exactly. H.264/HEVC/VP8/VP9 packets in MP4/MKV/WebM are read straight from
     the file (no demuxer, nothing held in memory); other files keep their container open and the
-    demuxed packets in memory while the source is open. `sparse=False` (or a stream without
-    timestamps) decodes sequentially from the first frame up to the last requested one. Decoding is
+    demuxed packets in memory while the source is open. A stream whose timestamps cannot order its
+    frames (`tempo.data.stream_checks`: MPEG-4 part 2 with B-frames in AVI, missing or duplicate pts,
+    ...) is read in decoder output order, the kept packets decoded from the first up to the last
+    requested frame, with one warning naming the file; so is a stream on which the decoder contradicts
+    the timestamps during a sparse read. `sparse=False` decodes sequentially too. Only video is
+    accepted: text and still images that FFmpeg opens as video raise `NotAVideo`. Decoding is
     single-threaded per source (`threads`): DataLoader workers are the parallelism, and frame
     threading would delay output.
     """
