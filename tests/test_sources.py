@@ -8,6 +8,7 @@ import torch
 
 from tempo.data.encode import write_video
 from tempo.data.sources import DecodeError, DecordSource, FrameFolderSource, PyAVSource, open_source
+from tests.video_files import write_packed_bframes_avi
 
 
 def moving_bar(n=12, h=32, w=64):
@@ -21,7 +22,8 @@ def moving_bar(n=12, h=32, w=64):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
-    return {ext: write_video(root / f"clip{ext}", moving_bar(), gop=4) for ext in (".mp4", ".webm", ".avi")}
+    videos = {ext: write_video(root / f"clip{ext}", moving_bar(), gop=4) for ext in (".mp4", ".webm")}
+    return {**videos, ".avi": write_packed_bframes_avi(root / "clip.avi", moving_bar(), gop=4)}  # as UCF-101
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".webm", ".avi"])
