@@ -1,10 +1,10 @@
 """`python -m tempo.evaluate ckpt_path=<ckpt> [overrides]`: evaluate a trained checkpoint.
 
-The checkpoint carries its training config and class names (`tempo.checkpoint`): the network is rebuilt
+The checkpoint carries its training config and class names (`tempo.run.checkpoint`): the network is rebuilt
 exactly and the dataset's test protocol is run as in training (Lightning's test loop, multi-view
 averaging, per-branch top-1). Command-line overrides apply on top (`dataset.root=…`, `test_views=10x3`);
 one that contradicts the checkpoint's network is an error. `ckpt_path=[a.ckpt,b.ckpt]` evaluates the
-ensemble of the checkpoints (`tempo.ensemble`: averaged scores over the same views, shared classes).
+ensemble of the checkpoints (`tempo.analysis.ensemble`: averaged scores over the same views, shared classes).
 
 Writes into the run directory: `eval.json` (top-1, top-5, mean-class, per-class and per-branch accuracy,
 excluded videos, most-confused pairs), `predictions.csv` (video, label, top-5 classes with scores),
@@ -13,7 +13,7 @@ excluded videos, most-confused pairs), `predictions.csv` (video, label, top-5 cl
 Options: `eval.tempo_strides=[1,…,8]`: tempo robustness (TCM paper, Fig. 4), accuracy when the T frames of
 the centre clip of each validation video are taken every τ frames (DenseSampler; frames past the end
 repeat the last one) → `tempo_robustness.csv` / `.png`. `eval.save_attention=N` (sparse-attention models):
-PNG strips of the attention of the first N validation videos in `<run dir>/attention/` (`tempo.visualize`).
+PNG strips of the attention of the first N validation videos in `<run dir>/attention/` (`tempo.analysis.visualize`).
 `eval.test=false` skips the test protocol.
 """
 
@@ -33,14 +33,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
-from tempo.checkpoint import checkpoint_config, read_checkpoint, read_run_info, task_overrides
-from tempo.config import ConfigError, check_config
+from tempo.analysis.ensemble import Ensemble
+from tempo.analysis.visualize import save_attention_strips
 from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
-from tempo.ensemble import Ensemble
 from tempo.models.weights import state_dict_mismatch
-from tempo.module import RecognitionModule
-from tempo.predictions import (
+from tempo.run.checkpoint import checkpoint_config, read_checkpoint, read_run_info, task_overrides
+from tempo.run.config import ConfigError, check_config
+from tempo.run.module import RecognitionModule
+from tempo.run.predictions import (
     PredictionCollector,
     confusion_matrix,
     most_confused,
@@ -49,7 +50,6 @@ from tempo.predictions import (
     write_predictions,
 )
 from tempo.train import build_module
-from tempo.visualize import save_attention_strips
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def check_strides(strides: Iterable[int], allow_empty: bool = False) -> list[int
 
 def attention_pngs(module: RecognitionModule, datamodule: VideoDataModule, count: int, out_dir: Path,
                    device: str = "auto", frames: int = 4) -> list:
-    """PNG strips of the sparse attention for the first `count` validation videos (tempo.visualize)."""
+    """PNG strips of the sparse attention for the first `count` validation videos (tempo.analysis.visualize)."""
     if not hasattr(module.network, "forward_with_attention"):
         raise ConfigError(f"eval.save_attention needs a sparse-attention model (model=tcnn_sparse), got "
                           f"{type(module.network).__name__}")
@@ -128,7 +128,7 @@ def run_config(cfg: DictConfig, path: str, overrides: list[str]) -> tuple[DictCo
 
 def load_evaluated(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str] | None, RecognitionModule]:
     """(config, class names, module) of one checkpoint or of an ensemble (`ckpt_path=[a,b]`): members must share
-    the classes; the clip has the largest member's frame count (see `tempo.ensemble`)."""
+    the classes; the clip has the largest member's frame count (see `tempo.analysis.ensemble`)."""
     paths = ckpt_paths(cfg)
     runs = [run_config(cfg, path, overrides) for path in paths]
     modules = [load_weights(build_module(config), config, path) for (config, _), path in zip(runs, paths, strict=True)]

@@ -42,7 +42,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tempo import CONF_DIR
-from tempo.config import dataset_path_problem
 from tempo.data.convert import (
     FAST_FORMAT,
     FAST_SHORT_SIDE,
@@ -54,6 +53,7 @@ from tempo.data.convert import (
 )
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.records import VideoRecord
+from tempo.run.config import dataset_path_problem
 
 log = logging.getLogger(__name__)
 console = Console()

@@ -21,16 +21,16 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, Progr
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
-from tempo.acceleration import apply_model_switches, resolve_precision
-from tempo.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
-from tempo.checkpoint import RunInfo
-from tempo.complexity import network_complexity
-from tempo.config import check_config
-from tempo.divergence import TrainingDiverged
-from tempo.loggers import finish_runs, logger_callbacks
-from tempo.multirun import pin_ddp_ranks_to_job
-from tempo.quiet import quiet_startup
-from tempo.run_info import log_hyperparameters, print_config
+from tempo.analysis.complexity import network_complexity
+from tempo.run.acceleration import apply_model_switches, resolve_precision
+from tempo.run.callbacks import EpochTQDMProgressBar, MetricsHistory, ParamSummary, _floats, plot_curves, write_summary
+from tempo.run.checkpoint import RunInfo
+from tempo.run.config import check_config
+from tempo.run.divergence import TrainingDiverged
+from tempo.run.loggers import finish_runs, logger_callbacks
+from tempo.run.multirun import pin_ddp_ranks_to_job
+from tempo.run.quiet import quiet_startup
+from tempo.run.run_info import log_hyperparameters, print_config
 
 log = logging.getLogger(__name__)
 

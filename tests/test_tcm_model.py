@@ -19,8 +19,8 @@ from tempo.models.blocks.temporal_shift import TemporalShift
 from tempo.models.tcm import TCM
 from tempo.models.tsm import TSM
 from tempo.models.weights import init_from_checkpoint
-from tempo.module import param_groups
 from tempo.profile import count_macs, num_params
+from tempo.run.module import param_groups
 from tests.conftest import TINY, compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
