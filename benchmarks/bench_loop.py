@@ -54,11 +54,11 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from tempo import CONF_DIR
+from tempo.run.build import build_callbacks, build_module
 from tempo.run.callbacks import MetricsHistory
 from tempo.run.checkpoint import RunInfo
 from tempo.run.module import RecognitionModule, param_groups
 from tempo.run.schedules import Span, build_scheduler
-from tempo.train import build_callbacks, build_module
 
 BATCH, SEGMENTS, SIZE, CLASSES = 8, 4, 56, 8
 SKIP = 3  # warm-up steps left out of every run

@@ -24,9 +24,9 @@ from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
 from tempo.data.sources import open_video
 from tempo.data.transforms import Compose
-from tempo.evaluate import load_evaluated
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
+from tempo.run.restore import load_evaluated
 
 
 def read_clip(config: DictConfig, path: str) -> torch.Tensor:

@@ -52,8 +52,8 @@ from tempo.data.convert import (
     default_output_root,
 )
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
+from tempo.data.paths import dataset_path_problem
 from tempo.data.records import VideoRecord
-from tempo.run.config import dataset_path_problem
 
 log = logging.getLogger(__name__)
 console = Console()

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from tempo.models.blocks.correlation import correlation_rows
 from tempo.run import acceleration
 from tempo.run.acceleration import apply_model_switches, resolve_precision, to_channels_last
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import compose_config
 
 

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tempo.run.bottleneck import DataBottleneck
-from tempo.train import build_callbacks
+from tempo.run.build import build_callbacks
 from tests.conftest import compose_config
 
 

@@ -14,7 +14,7 @@ import yaml
 from hydra.utils import instantiate
 
 from tempo.data.samplers import ConsecutiveSampler, DenseSampler, SegmentSampler
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from tempo.run.bottleneck import DataBottleneck
+from tempo.run.build import build_callbacks, build_module
 from tempo.run.callbacks import (
     EpochRichProgressBar,
     EpochTQDMProgressBar,
@@ -26,7 +27,6 @@ from tempo.run.callbacks import (
 )
 from tempo.run.divergence import TrainingDiverged
 from tempo.run.metrics import EpochMean
-from tempo.train import build_callbacks, build_module
 from tests.conftest import compose_config
 from tests.test_module import batch, batches, make_module
 

@@ -52,7 +52,7 @@ def test_sync_batchnorm_on_for_multi_gpu(tmp_path, trainer):
 def test_lr_log_shows_world_size(tiny_cfg, caplog):
     from hydra.utils import instantiate
 
-    from tempo.train import build_module
+    from tempo.run.build import build_module
 
     cfg = tiny_cfg("module.reference_batch_size=4", "~schedule")
     module: RecognitionModule = build_module(cfg)

@@ -19,9 +19,9 @@ from tempo.evaluate import run as evaluate
 from tempo.models.blocks.sparse_attention import SparseSpatialAttention
 from tempo.models.tcnn import TCNN, TCNNBackbone
 from tempo.models.tcnn_sparse import TCNNSparse
+from tempo.run.build import build_module
 from tempo.run.losses import MultiTermLoss
 from tempo.run.module import param_groups
-from tempo.train import build_module
 from tempo.train import run as train
 from tests.conftest import CONF_DIR, TINY, compose_config, train_cli
 
