@@ -85,7 +85,8 @@ def test_readme_model_figures_come_from_the_linked_pages():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="docs extras not installed (pip install -e '.[docs]')")
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
+                    reason="docs extras not installed (pip install -e '.[docs]')")
 def test_site_builds_strict(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
                             cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1",
