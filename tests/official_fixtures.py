@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tempo.data.encode import write_video
-from tests.video_files import write_packed_bframes_avi
+from tempo.data.encode import write_packed_bframes_avi, write_video
 
 # 64 px wide: decord 0.6 mis-sizes its buffer for frames narrower than 64 px (48 px fails)
 HEIGHT, WIDTH = 32, 64

@@ -6,11 +6,10 @@ import av
 import numpy as np
 import pytest
 
-from tempo.data.encode import write_video
+from tempo.data.encode import write_packed_bframes_avi, write_video
 from tempo.data.packet_store import PacketIndexStore
 from tempo.data.sources import DecodeError, PyAVSource, open_source
 from tests.conftest import compose_config
-from tests.video_files import write_packed_bframes_avi
 
 N = 40
 LONG_GOP = {"x264-params": "bframes=3:b-pyramid=normal:b-adapt=2:scenecut=0"}

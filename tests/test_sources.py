@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tempo.data.encode import write_video
+from tempo.data.encode import write_packed_bframes_avi, write_video
 from tempo.data.sources import DecodeError, DecordSource, FrameFolderSource, PyAVSource, open_source
-from tests.video_files import write_packed_bframes_avi
 
 
 def moving_bar(n=12, h=32, w=64):
