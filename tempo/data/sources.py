@@ -1,8 +1,10 @@
 """Where frames come from: one video file or frame folder → uint8 (T, H, W, 3).
 
-Opening is lazy (metadata only); `read(indices)` decodes just the requested frames.
-Every failure is raised as `DecodeError` naming the file, so the dataset can report
-and skip it.
+Opening is lazy (metadata only); `read(indices)` decodes just the requested frames, exactly as a
+full decode returns them (docs/datasets-decoding.md). Every failure is raised as `DecodeError`
+naming the file, so the dataset can report and skip it; a file that is no video (text, a still
+image) as `NotAVideo`. `PyAVSource` lives in `pyav_source`, the shared pieces in `frame_source`,
+the rules on timestamps and on what is video in `stream_checks`; all are importable from here.
 """
 
 from __future__ import annotations

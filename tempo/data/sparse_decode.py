@@ -235,7 +235,9 @@ def decode_frames(ctx, index: PacketIndex, targets: list[int], read=None) -> dic
             if frame.is_corrupt:
                 raise ValueError(f"decoder flagged frame pts={frame.pts} corrupt")
             # the decoder outputs presentation order; stamps that go back show they are not it
-            if frame.pts is None or frame.pts <= shown[0]:
+            if frame.pts is None:
+                raise UnknownOrder("the decoder output a frame without a timestamp")
+            if frame.pts <= shown[0]:
                 raise UnknownOrder(f"the decoder output a frame stamped {frame.pts} after one stamped {shown[0]}")
             shown[0] = frame.pts
             t = by_pts.get(frame.pts)
