@@ -8,9 +8,9 @@ import torch
 from hydra.utils import instantiate
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, StepLR
 
-from tempo.callbacks import EpochRichProgressBar, EpochTQDMProgressBar, RunCheckpoint
 from tempo.data.transforms import Compose
-from tempo.train import build_callbacks, build_loggers, build_module
+from tempo.run.build import build_callbacks, build_loggers, build_module
+from tempo.run.callbacks import EpochRichProgressBar, EpochTQDMProgressBar, RunCheckpoint
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 

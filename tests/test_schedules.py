@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from tempo.schedules import Cosine, MultiStep, Step
+from tempo.run.schedules import Cosine, MultiStep, Step
 from tests.test_module import batch, batches, make_module, one_hot
 
 BASE = 0.1

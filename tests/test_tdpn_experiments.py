@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tempo.report import main as report_main
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import CONF_DIR, TINY, compose_config, sweep_params, train_cli
 
 # experiment → (dataset, depth, sampler, frames, milestones, epochs, grad clip)
