@@ -10,9 +10,12 @@ pipeline costs), interleaved clip by clip in the same run. tempo is timed twice:
 packet index (a video's first epoch) and with one (every later epoch; `tempo.prepare` stores it
 when it converts). Printed per format: clips/s, tempo/decord on the same files, the speed-up over
 decord on the ORIGINAL files (what a peer pays), disk size vs the originals, speed-up per unit of
-disk, PSNR against the original frames, and the share of a clip's decode time spent opening.
+disk, PSNR against the original frames, and the share of a clip's decode time spent opening; then
+whether `format=fast` meets issue 24's goal, and the frontier: for each PSNR floor (34, 36, 38 dB) the
+fastest format within 2× and 3× the originals' disk.
 
-`python benchmarks/bench_pipeline.py [--videos 3] [--repeats 2] [--videos-from DIR]` (≈ 2–3 min on 2 cores).
+`python benchmarks/bench_pipeline.py [--videos 3] [--repeats 2] [--videos-from DIR] [--formats a,b]`
+(≈ 5 min for every format on an idle 2-core machine; `--formats` measures fewer).
 """
 
 from __future__ import annotations
