@@ -114,7 +114,10 @@ def first_argmax(corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     conf = corr.amax(dim=1)
     tolerance = TIE_ULPS * torch.finfo(corr.dtype).eps
     threshold = conf - tolerance * conf.abs().clamp(min=1.0)
-    index = torch.max(corr >= threshold[:, None], dim=1).indices  # first True
+    ties = corr >= threshold[:, None]
+    if torch.compiler.is_exporting():
+        ties = ties.to(torch.uint8)  # ONNX's ArgMax takes no bool input; the first maximum is the same
+    index = torch.max(ties, dim=1).indices  # first True
     return conf, index
 
 
