@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path, metadata: st
 
 
 def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, metadata: str) -> None:
-    traced = torch.jit.trace(model, (example,), check_trace=False)  # parity is checked on another batch below
+    with warnings.catch_warnings():  # shape checks traced as constants: the parity check runs another batch
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (example,), check_trace=False)
     torch.jit.save(traced, str(path), _extra_files={METADATA_KEY: metadata})
 
 

@@ -40,6 +40,12 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 CorrelationMethod = Literal["rows", "loop"]
 
 
+def capturing_graph() -> bool:
+    """Whether torch.export (also under the ONNX exporter) or torch.jit.trace is recording the forward: the
+    hand-written autograd Functions then give way to plain ops computing the same values."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def _check_inputs(a: torch.Tensor, b: torch.Tensor, patch_size: int) -> None:
     if a.dim() != 4 or a.shape != b.shape:
         raise ValueError(f"expected two (M, C, H, W) tensors of equal shape, got {tuple(a.shape)} and "
@@ -142,7 +148,7 @@ def correlation_pixel_major(a: torch.Tensor, b: torch.Tensor, patch_size: int,
     _check_inputs(a, b, patch_size)
     dtype = compute_dtype(a.dtype)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        if torch.compiler.is_exporting():  # torch.export / ONNX: no out= buffers or strided band views
+        if capturing_graph():  # no out= buffers, strided band views or autograd.Function in an exported graph
             out = _row_correlation_graph(a.to(dtype), b.to(dtype), patch_size)
             out = out.relu() if relu else out
         else:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from tempo.models.blocks.correlation import compute_dtype, correlation_pixel_major
+from tempo.models.blocks.correlation import capturing_graph, compute_dtype, correlation_pixel_major
 
 #: Correlation patch size P for a TCM after res2, res3, res4, res5 (positions 1..4, spec B1).
 PATCH_SIZE_BY_POSITION = (15, 15, 7, 3)
@@ -121,6 +121,23 @@ def first_argmax(corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return conf, index
 
 
+def _match_forward(corr: torch.Tensor, patch_size: int, sigma: float,
+                   inv_temperature: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """B4 steps 1–6 forward: ((L, 3) [u, v, conf], the tensors `_MatchEstimation.backward` needs)."""
+    p = patch_size
+    conf, index = first_argmax(corr)
+    row, col = _separable_prior(index, p, sigma, inv_temperature, corr.dtype)
+    numer = corr.view(-1, p, p) * row[:, :, None]
+    numer.mul_(col[:, None, :])
+    numer.sub_((conf * inv_temperature)[:, None, None]).exp_()  # softmax numerator, max logit = conf/τ
+    offsets = _offsets(p, corr)
+    row_sums = numer.sum(2)  # (L, P) over dx
+    col_sums = numer.sum(1)  # (L, P) over dy
+    inv_total = row_sums.sum(1).reciprocal()
+    flow = torch.stack([col_sums @ offsets, row_sums @ offsets], dim=1) * inv_total[:, None]  # [u, v]
+    return torch.cat([flow, conf[:, None]], dim=1), (numer, row, col, flow, inv_total, index)
+
+
 class _MatchEstimation(torch.autograd.Function):
     """B4 steps 1–6 on (L, P²) ReLU'd correlations → (L, 3) = [u, v, conf], with a hand-fused backward.
 
@@ -134,19 +151,9 @@ class _MatchEstimation(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, corr: torch.Tensor, patch_size: int, sigma: float,
                 inv_temperature: float) -> torch.Tensor:
-        p = patch_size
-        conf, index = first_argmax(corr)
-        row, col = _separable_prior(index, p, sigma, inv_temperature, corr.dtype)
-        numer = corr.view(-1, p, p) * row[:, :, None]
-        numer.mul_(col[:, None, :])
-        numer.sub_((conf * inv_temperature)[:, None, None]).exp_()  # softmax numerator, max logit = conf/τ
-        offsets = _offsets(p, corr)
-        row_sums = numer.sum(2)  # (L, P) over dx
-        col_sums = numer.sum(1)  # (L, P) over dy
-        inv_total = row_sums.sum(1).reciprocal()
-        flow = torch.stack([col_sums @ offsets, row_sums @ offsets], dim=1) * inv_total[:, None]  # [u, v]
-        ctx.save_for_backward(numer, row, col, flow, inv_total, index)
-        return torch.cat([flow, conf[:, None]], dim=1)
+        out, saved = _match_forward(corr, patch_size, sigma, inv_temperature)
+        ctx.save_for_backward(*saved)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -173,7 +180,11 @@ def match_estimation(corr: torch.Tensor, patch_size: int, sigma: float,
     carries no gradient; u, v are the soft-argmax of softmax(g·c/τ) divided by R, so they lie in [−1, 1].
     """
     lead = corr.shape[:-1]
-    out = _MatchEstimation.apply(corr.reshape(-1, corr.shape[-1]), patch_size, sigma, inv_temperature)
+    flat = corr.reshape(-1, corr.shape[-1])
+    if capturing_graph():  # the forward alone, as plain ops (an exported graph holds no autograd.Function)
+        out = _match_forward(flat, patch_size, sigma, inv_temperature)[0]
+    else:
+        out = _MatchEstimation.apply(flat, patch_size, sigma, inv_temperature)
     return out.view(*lead, 3)
 
 
@@ -254,6 +265,14 @@ def _eca_weights(pooled: torch.Tensor, weight: torch.Tensor, num_segments: int) 
     return att.view(nt // t, c, t).transpose(1, 2).reshape(nt, c)
 
 
+def _eca_scale(x: torch.Tensor, weight: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, ...]:
+    """(x · w(mean_HW x), the pooled features, w): `_TemporalECAScale`'s forward."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))
+        att = _eca_weights(pooled, weight, num_segments).to(x.dtype)
+    return x * att[:, :, None, None], pooled, att
+
+
 class _TemporalECAScale(torch.autograd.Function):
     """out = x · w(mean_HW x), with a backward that touches the full-size tensors only twice.
 
@@ -266,12 +285,10 @@ class _TemporalECAScale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, num_segments: int) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))
-            att = _eca_weights(pooled, weight, num_segments).to(x.dtype)
+        out, pooled, att = _eca_scale(x, weight, num_segments)
         ctx.save_for_backward(x, weight, pooled, att)
         ctx.num_segments = num_segments
-        return x * att[:, :, None, None]
+        return out
 
     @staticmethod
     @once_differentiable
@@ -319,6 +336,8 @@ class TemporalECA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] % self.num_segments:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of num_segments={self.num_segments}")
+        if capturing_graph():  # the forward alone, as plain ops (an exported graph holds no autograd.Function)
+            return _eca_scale(x, self.conv.weight, self.num_segments)[0]
         return _TemporalECAScale.apply(x, self.conv.weight, self.num_segments)
 
 
