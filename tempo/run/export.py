@@ -169,7 +169,7 @@ def export_and_check(model: ClipClassifier, fmt: str, path: str | Path, metadata
     except ExportError:
         raise
     except Exception as err:
-        block = failing_block(model, err) or f"the network ({type(model.network).__name__})"
+        block = failing_block(model.network, err) or f"the network ({type(model.network).__name__})"
         working = [other for other in FORMATS
                    if name_working and other != fmt and _exports(model, other, input_shape, tolerance)]
         hint = (f"format={' or format='.join(working)} exports it" if working
