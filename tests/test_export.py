@@ -144,8 +144,8 @@ def run_export(out_dir: Path, *overrides: str) -> dict:
 
 
 def test_checkpoint_export_with_preprocessing(checkpoint, tmp_path, capsys, one_thread):
-    from tempo.run.restore import load_module
     from tempo.run.checkpoint import read_run_info
+    from tempo.run.restore import load_module
 
     result = run_export(tmp_path / "run", f"ckpt_path={checkpoint}", "format=torchscript",
                         "include_preprocessing=true")

@@ -87,13 +87,17 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A CPU runner of the exported file: clip tensor → logits tensor (ONNX through onnxruntime)."""
+def load_exported(path: str | Path, fmt: str, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A CPU runner of the exported file: clip tensor → logits tensor (ONNX through onnxruntime, with `threads`
+    intra-op threads when given; the PyTorch formats use torch's own setting)."""
     path = str(path)
     if check_format(fmt) == "onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda video: torch.from_numpy(session.run(None, {name: video.numpy()})[0])
     module = torch.jit.load(path, map_location="cpu") if fmt == "torchscript" else torch.export.load(path).module()
