@@ -52,7 +52,8 @@ def median_latency(runners: dict, clip: torch.Tensor, repeats: int) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)  # 2 OpenMP threads on a loaded 2-core box spin-wait (15× slower)
+    # 1: two OpenMP threads on a loaded 2-core machine spin-wait for each other (measured 15× slower)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--segments", type=int, default=8)
