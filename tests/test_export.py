@@ -25,7 +25,7 @@ from tempo.run.export import (
     read_metadata,
 )
 from tempo.run.module import IMAGENET_MEAN, IMAGENET_STD
-from tests.conftest import CONF_DIR, REPO, TINY, compose_config
+from tests.conftest import CONF_DIR, REPO, TINY, compose_config, train_tiny_checkpoint
 
 NO_BACKBONE = [o for o in TINY if not o.startswith("backbone=")]
 TCNN_TINY = [*NO_BACKBONE, "backbone@model.network.backbone=tcnn_tiny", "dataset.num_segments=8"]
@@ -126,15 +126,7 @@ def test_a_block_that_cannot_export_is_named_with_the_format_that_works(tmp_path
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, synthetic_cache) -> str:
-    from tempo.train import run as train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = compose_config([*TINY, "model=tcm", "run_test=false"], tmp_path_factory.mktemp("run"), synthetic_cache)
-        return train(cfg)["checkpoints"]["last"]
-    finally:
-        torch.set_num_threads(threads)
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("run"), synthetic_cache, "model=tcm")
 
 
 def run_export(out_dir: Path, *overrides: str) -> dict:
@@ -180,6 +172,15 @@ def test_checkpoint_export_normalised_input_and_out(checkpoint, tmp_path, one_th
 def test_bad_format_is_a_config_error(checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="format=tflite: choose one of"):
         run_export(tmp_path, f"ckpt_path={checkpoint}", "format=tflite")
+    with pytest.raises(ConfigError, match="parity_tolerance=-0.1"):
+        run_export(tmp_path, f"ckpt_path={checkpoint}", "parity_tolerance=-0.1")
+
+
+@pytest.mark.slow
+def test_parity_tolerance_is_applied(checkpoint, tmp_path, one_thread):
+    """ONNX Runtime's kernels differ from PyTorch's by ~1e-7: a tolerance below that fails the export."""
+    with pytest.raises(ExportError, match="above parity_tolerance=1e-10"):
+        run_export(tmp_path, f"ckpt_path={checkpoint}", "format=onnx", "parity_tolerance=1e-10")
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from tempo.data.transforms import Compose
 from tempo.demo import run as demo
 from tempo.run.config import ConfigError
 from tempo.run.restore import load_evaluated
-from tests.conftest import CONF_DIR, TINY, compose_config
+from tests.conftest import CONF_DIR, TINY, compose_config, train_tiny_checkpoint
 
 FPS, SECONDS, SIDE = 10, 10, 48
 
@@ -45,15 +45,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, synthetic_cache) -> str:
-    from tempo.train import run as train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = compose_config([*TINY, "model=tsm", "run_test=false"], tmp_path_factory.mktemp("run"), synthetic_cache)
-        return train(cfg)["checkpoints"]["last"]
-    finally:
-        torch.set_num_threads(threads)
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("run"), synthetic_cache, "model=tsm")
 
 
 def direct_clip(path: Path, window: timeline.Window, fps: float, sampler, transform) -> torch.Tensor:
@@ -124,11 +116,15 @@ def run_demo(out: Path, *overrides: str) -> dict:
     return demo(cfg, overrides=list(overrides))
 
 
-def test_demo_timeline_csv_png_and_scores(checkpoint, video, tmp_path, one_thread):
+def test_demo_timeline_csv_png_and_scores(checkpoint, video, tmp_path, one_thread, monkeypatch):
+    batches = []
+    real_batched = timeline.batched
+    monkeypatch.setattr(timeline, "batched", lambda items, size: batches.append(size) or real_batched(items, size))
     overrides = [f"ckpt_path={checkpoint}", f"video={video}", "device=cpu"]
     result = run_demo(tmp_path / "out", *overrides, "window=2.0", "stride=1.0", "window_batch=4", "top_k=3")
     with open(result["csv"]) as handle:
         rows = list(csv.DictReader(handle))
+    assert batches == [4]  # window_batch
     assert len(rows) >= 8 and float(rows[0]["start_s"]) == 0 and float(rows[-1]["end_s"]) == SECONDS
     assert [float(r["start_s"]) for r in rows] == [w.start for w in result["windows"]]
     assert list(rows[0]) == ["start_s", "end_s", "class_1", "score_1", "class_2", "score_2", "class_3", "score_3"]

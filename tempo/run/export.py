@@ -202,6 +202,9 @@ def export_checkpoint(cfg, overrides: list[str]) -> dict:
     from tempo.run.restore import load_evaluated
 
     fmt = check_format(str(cfg.format))
+    tolerance = float(cfg.parity_tolerance)
+    if not tolerance >= 0:
+        raise ConfigError(f"parity_tolerance={cfg.parity_tolerance}: a relative difference, ≥ 0 (default 1e-4)")
     config, class_names, module = load_evaluated(cfg, overrides)
     network = module.network
     if getattr(network, "_compiled_call_impl", None) is not None:
@@ -228,7 +231,6 @@ def export_checkpoint(cfg, overrides: list[str]) -> dict:
                   "transforms": OmegaConf.to_container(config.dataset.datamodule.val_transforms, resolve=True)},
         "output": {"name": "logits", "shape": ["batch", len(names)]},
     }
-    tolerance = float(cfg.parity_tolerance)
     difference = export_and_check(model, fmt, out, metadata, tolerance, input_shape)
     print(f"parity: {fmt} vs eager PyTorch (eval) on a random clip of batch {PARITY_BATCH}: relative difference "
           f"{difference:.2e} (tolerance {tolerance:g})")
