@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tempo.data.sources import DecodeError, open_video
+from tempo.data.sources import DecodeError, first_video_stream, open_video
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,12 @@ def video_timing(path: str) -> tuple[int, float]:
     PyAV's first video stream."""
     import av
 
-    num_frames = open_video(path).num_frames
+    num_frames = open_video(path).num_frames  # fails naming the file when it is no readable video
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
+            stream = first_video_stream(path, container)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    except (av.FFmpegError, IndexError) as err:
+    except av.FFmpegError as err:
         raise DecodeError(path, f"PyAV could not read its video stream ({err})") from err
     if not rate:
         raise DecodeError(path, "the video stream states no frame rate; windows in seconds need one")
@@ -66,14 +66,17 @@ def video_timing(path: str) -> tuple[int, float]:
 
 
 def decoded_frames(path: str, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB uint8 (H, W, 3)) of the `wanted` frames, in one front-to-back decode."""
+    """(index, RGB uint8 (H, W, 3)) of the `wanted` frames, in one front-to-back decode (PyAV)."""
     import av
 
     from tempo.data.sparse_decode import to_rgb
 
     last = max(wanted)
     with av.open(path) as container:
-        for index, frame in enumerate(container.decode(container.streams.video[0])):
+        # decoder output order: the full decode every tempo source equals (docs/datasets-decoding.md)
+        for index, frame in enumerate(container.decode(first_video_stream(path, container))):
+            if frame.is_corrupt:
+                raise DecodeError(path, f"the decoder flagged frame {index} corrupt")
             if index in wanted:
                 yield index, to_rgb(frame)
             if index >= last:
