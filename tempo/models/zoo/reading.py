@@ -42,6 +42,9 @@ class Placeholder:
     def __init__(self, *args, **kwargs):
         pass
 
+    def __call__(self, *args, **kwargs) -> Placeholder:  # REDUCE on a stand-in's result (getattr(x, "f")(…))
+        return self
+
     def __setstate__(self, state) -> None:  # pickle's BUILD
         pass
 
