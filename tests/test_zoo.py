@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
+from tempo.demo import run as demo
+from tempo.models.zoo.classes import KINETICS400
 from tempo.models.zoo.reading import CheckpointError, read_tensors
 from tempo.run.released import convert
 from tempo.run.restore import load_evaluated
@@ -148,3 +149,22 @@ def test_layout_detected_without_zoo_entry(tmp_path, one_thread):
     assert out == tmp_path / "convert" / "tsm.ckpt"
     saved = torch.load(out, weights_only=True)
     assert saved["zoo"]["layout"] == "tsm_official" and saved["tempo"]["config"]["dataset"]["num_classes"] == 174
+
+
+@pytest.mark.slow  # ResNet-50 on 80 views of 224² on the CPU
+def test_demo_of_a_converted_checkpoint_predicts_what_mmaction2_predicts(tmp_path, one_thread):
+    """End to end: MMAction2's own inference (its TSM K400 test pipeline: the 8 segments' centre frames, short
+    side 256, ten crops of 224, softmax averaged) on the committed clip vs `tempo.demo views=test` with the
+    converted checkpoint (zoo entry: test_views=1x10)."""
+    data = fixture("mmaction2_tsm_r50_1x1x8_k400")
+    release = save_release(data, tmp_path / "tsm.pth")
+    out = convert(convert_cfg(tmp_path, "zoo=mmaction2_tsm_r50_1x1x8_k400", f"checkpoint={release}",
+                              f"out={tmp_path / 'tsm.ckpt'}"))
+    overrides = [f"ckpt_path={out}", f"video={FIXTURES / data['demo']['clip']}", "views=test", "device=cpu"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("demo", overrides=[f"paths.output_dir={tmp_path / 'demo'}", *overrides])
+    top = demo(cfg, overrides=overrides)["top"]
+    assert [t["index"] for t in top] == data["demo"]["top5"]
+    assert [t["class"] for t in top][0] == KINETICS400[data["demo"]["top5"][0]]
+    assert np.allclose([t["score"] for t in top], data["demo"]["scores"], atol=5e-3), \
+        ([t["score"] for t in top], data["demo"]["scores"])

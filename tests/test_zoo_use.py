@@ -13,13 +13,14 @@ from hydra.utils import instantiate
 
 from tempo.data.transforms import TenCrop
 from tempo.models.backbones.resnet3d import ResNet3d
+from tempo.models.zoo import tsm_official
 from tempo.models.zoo.classes import KINETICS400
 from tempo.models.zoo.finetune import init_from_released
 from tempo.models.zoo.reading import CheckpointError
-from tempo.models.zoo import tsm_official
 from tempo.run.restore import ReindexedClasses, match_classes
+from tempo.train import run as train
 from tests.conftest import CONF_DIR
-from tests.test_evaluate import evaluate, tiny_checkpoint  # noqa: F401 - the fixture
+from tests.test_evaluate import evaluate
 from tests.test_zoo import fixture, save_release
 from tests.zoo_weights import seeded_state
 
@@ -60,7 +61,8 @@ def test_tpn_fine_tunes_its_backbone_from_a_slowonly_release(tmp_path, caplog):
         net = network("model=tpn", "backbone=resnet3d50", "dataset.num_classes=51", "model.network.levels=[4,5]",
                       f"model.network.init_checkpoint={release}")
     source = seeded_state(data["keys"], data["seed"])
-    assert torch.equal(net.state_dict()["backbone.layer3.5.conv1.weight"], source["backbone.layer3.5.conv1.conv.weight"])
+    assert torch.equal(net.state_dict()["backbone.layer3.5.conv1.weight"],
+                       source["backbone.layer3.5.conv1.conv.weight"])
     assert "starting fresh" in caplog.text and "pyramid.spatial_modulation" in caplog.text
 
 
@@ -88,8 +90,12 @@ def test_pretrained_files_without_bn_counters_load(backbone, tmp_path):
     assert int(net.backbone.bn1.num_batches_tracked) == 0
 
 
-def test_shuffled_class_order_is_reindexed_and_scored_the_same(tiny_checkpoint, tmp_path, synthetic_cache,
-                                                              one_thread):
+@pytest.fixture
+def tiny_checkpoint(tiny_cfg, one_thread) -> str:
+    return train(tiny_cfg("model=tcm", "run_test=false"))["checkpoints"]["last"]
+
+
+def test_shuffled_class_order_is_reindexed_and_scored_the_same(tiny_checkpoint, tmp_path, synthetic_cache):
     reference = evaluate(tmp_path / "ref", synthetic_cache, f"ckpt_path={tiny_checkpoint}")["test"]
     saved = torch.load(tiny_checkpoint, weights_only=True)
     names = saved["tempo"]["class_names"]

@@ -7,9 +7,7 @@ from collections.abc import Collection
 
 NAME = "mmaction2"
 
-_CONV_BN = [  # a ConvModule's conv/bn → tempo's nn.Sequential(conv, bn, …) indices
-    (r"\.conv\.conv\.", ".0."), (r"\.conv\.bn\.", ".1."),
-]
+SSM = r"^neck\.spatial_modulation\.spatial_modulation\.(\d+)\.(\d+)"  # per level, per strided conv block
 RULES = [
     # backbone: stem and blocks (ConvModule conv/bn → torchvision convN/bnN), downsample (conv/bn → 0/1)
     (r"^backbone\.conv1\.conv\.", "backbone.conv1."),
@@ -19,8 +17,8 @@ RULES = [
     (r"^(backbone\.layer\d+\.\d+\.downsample)\.conv\.", r"\1.0."),
     (r"^(backbone\.layer\d+\.\d+\.downsample)\.bn\.", r"\1.1."),
     # TPN neck → tempo's TemporalPyramid (pyramid.*) and auxiliary head (aux_head.*)
-    (r"^neck\.spatial_modulation\.spatial_modulation\.(\d+)\.(\d+)\.conv\.", r"pyramid.spatial_modulation.levels.\1.\2.0."),
-    (r"^neck\.spatial_modulation\.spatial_modulation\.(\d+)\.(\d+)\.bn\.", r"pyramid.spatial_modulation.levels.\1.\2.1."),
+    (SSM + r"\.conv\.", r"pyramid.spatial_modulation.levels.\1.\2.0."),
+    (SSM + r"\.bn\.", r"pyramid.spatial_modulation.levels.\1.\2.1."),
     (r"^neck\.temporal_modulation_ops\.(\d+)\.conv\.conv\.", r"pyramid.temporal_modulation.convs.\1."),
     (r"^neck\.downsample_ops\.(\d+)\.conv\.conv\.", r"pyramid.bottom_up.downs.\1."),
     (r"^neck\.level_fusion_1\.downsamples\.(\d+)\.conv\.conv\.", r"pyramid.top_down_fusion.levels.\1.0."),
