@@ -157,3 +157,17 @@ def test_kinetics400_names_are_the_400_sorted_categories():
     assert list(KINETICS400) == sorted(KINETICS400)  # the order tempo's k400 reader gives the train CSV's names
     assert KINETICS400[0] == "abseiling" and KINETICS400[399] == "zumba"
     assert KINETICS400[208] == "passing American football (in game)"
+
+
+def test_demo_test_views_read_the_protocols_views(tmp_path):
+    from tempo.demo import read_clip
+    from tests.test_demo import moving_square
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        config = compose("train", overrides=["test_views=1x10", "dataset.input_size=32"])
+    clip = moving_square(tmp_path / "clip.mp4", size=48)
+    val, test = read_clip(config, str(clip)), read_clip(config, str(clip), "test")
+    assert test.shape[0] == 10 and test.shape[1:] == val.shape  # ten crops of the validation clip's size
+    assert torch.equal(test[5], test[0].flip(-1))  # top-left crop, flipped
+    with pytest.raises(Exception, match="views must be one of"):
+        read_clip(config, str(clip), "all")
