@@ -17,11 +17,12 @@ from tempo.models.zoo import tsm_official
 from tempo.models.zoo.classes import KINETICS400
 from tempo.models.zoo.finetune import init_from_released
 from tempo.models.zoo.reading import CheckpointError
+from tempo.run.released import convert
 from tempo.run.restore import ReindexedClasses, match_classes
 from tempo.train import run as train
 from tests.conftest import CONF_DIR
 from tests.test_evaluate import evaluate
-from tests.test_zoo import fixture, save_release
+from tests.test_zoo import convert_cfg, fixture, save_release
 from tests.zoo_weights import seeded_state
 
 
@@ -54,15 +55,21 @@ def test_tcm_fine_tunes_from_the_official_tsm_kinetics_release(tmp_path, caplog,
         [n for n, p in fresh.items() if p.grad is None or not p.grad.abs().sum()]
 
 
-def test_tpn_fine_tunes_its_backbone_from_a_slowonly_release(tmp_path, caplog):
+@pytest.mark.parametrize("converted", [False, True])
+def test_tpn_fine_tunes_its_backbone_from_a_slowonly_release(converted, tmp_path, caplog):
+    """The released file itself, or its `tempo.convert` output."""
     data = fixture("mmaction2_slowonly_r50_8x8_k400")
     release = save_release(data, tmp_path / "slowonly.pth")
+    if converted:
+        release = convert(convert_cfg(tmp_path, "zoo=mmaction2_slowonly_r50_8x8_k400", f"checkpoint={release}",
+                                      f"out={tmp_path / 'slowonly.ckpt'}"))
     with caplog.at_level("INFO"):
         net = network("model=tpn", "backbone=resnet3d50", "dataset.num_classes=51", "model.network.levels=[4,5]",
                       f"model.network.init_checkpoint={release}")
     source = seeded_state(data["keys"], data["seed"])
     assert torch.equal(net.state_dict()["backbone.layer3.5.conv1.weight"],
                        source["backbone.layer3.5.conv1.conv.weight"])
+    assert "initialised backbone (265 tensors)" in caplog.text
     assert "starting fresh" in caplog.text and "pyramid.spatial_modulation" in caplog.text
 
 

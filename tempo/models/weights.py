@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from tempo.models.zoo.convert import BN_COUNTER, detect_layout, with_bn_counters
-from tempo.models.zoo.finetune import init_from_released
-from tempo.models.zoo.reading import CheckpointError, read_tensors
+from tempo.models.zoo.finetune import init_backbone, init_from_released
+from tempo.models.zoo.reading import CheckpointError, load_any, tensors_of
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,17 @@ def init_from_checkpoint(model: nn.Module, path: str, what: str = "model.network
                          skip: Sequence[str] = ("fc.",), hint: str = "same network options needed") -> None:
     """Fine-tuning: initialise every tensor of `model` but the `skip` prefixes (the classifier, whose
     size changes from Kinetics to UCF/HMDB) from a tempo checkpoint (keys ``network.*``), a plain state dict,
-    or a released file of another codebase (MMAction2 1.x, official TSM/TCM: `tempo.models.zoo`), whose
-    backbone must fit; modules it lacks start fresh and are reported by module."""
+    or a released file of another codebase (MMAction2 1.x, official TSM/TCM: `tempo.models.zoo`) or its
+    `tempo.convert` output, whose backbone must fit; modules it lacks start fresh and are reported by module."""
     if not Path(path).expanduser().is_file():
         raise FileNotFoundError(f"{what}={path} is not a file; pass a tempo checkpoint such as "
                                 "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt or a released .pth")
-    raw = read_tensors(path, what)
+    content = load_any(path, what)
+    raw = tensors_of(content, path, what)
+    if isinstance(content, Mapping) and "zoo" in content:  # a release converted by tempo.convert
+        init_backbone(model, tempo_keys(raw, prefix="network."), f"converted {content['zoo'].get('layout')}",
+                      path, skip)
+        return
     if not any(k.startswith(("network.", "module.network.")) for k in raw):
         try:
             layout = detect_layout(raw.keys(), path)

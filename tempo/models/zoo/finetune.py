@@ -42,10 +42,17 @@ def _count_by_module(keys) -> dict[str, int]:
 
 def init_from_released(model: nn.Module, state: Mapping[str, torch.Tensor], layout: ModuleType, path: str,
                        skip: Sequence[str] = ("fc.",)) -> dict[str, dict[str, int]]:
-    """Initialise `model` from a released state dict of `layout`: every backbone tensor must come from the file
-    (same shape); modules the file lacks (inserted blocks, pyramids, heads) and the `skip` prefixes start fresh.
-    Returns {"initialised", "fresh", "unused"}: tensor counts by module."""
-    converted = {k: v for k, v in to_tempo(state, layout, path).items() if not k.startswith(tuple(skip))}
+    """Initialise `model` from a released state dict of `layout` (see `init_backbone`)."""
+    return init_backbone(model, to_tempo(state, layout, path), layout.NAME, path, skip)
+
+
+def init_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, path: str,
+                  skip: Sequence[str] = ("fc.",)) -> dict[str, dict[str, int]]:
+    """Initialise `model` from a state dict under tempo's names (a release after renaming, or a converted
+    checkpoint's network): every backbone tensor must come from it (same shape); modules it lacks (inserted
+    blocks, pyramids, heads) and the `skip` prefixes start fresh. Returns {"initialised", "fresh", "unused"}:
+    tensor counts by module."""
+    converted = {k: v for k, v in state.items() if not k.startswith(tuple(skip))}
     own = model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in converted.items()
                   if k in own and own[k].shape != v.shape]
@@ -53,7 +60,7 @@ def init_from_released(model: nn.Module, state: Mapping[str, torch.Tensor], layo
     missing = [k for k in trunk if k not in converted and not k.endswith(BN_COUNTER)]
     if mismatched or missing:
         raise CheckpointError(
-            f"model.network.init_checkpoint={path} ({layout.NAME}) does not fit this network's backbone: "
+            f"model.network.init_checkpoint={path} ({source}) does not fit this network's backbone: "
             + "; ".join(f"{len(v)} {name} {v[:4]}" for name, v in (("shape mismatches", mismatched),
                                                                      ("backbone tensors missing", missing)) if v)
             + ". Use the backbone the release was trained with (see its conf/zoo entry)")
@@ -62,7 +69,7 @@ def init_from_released(model: nn.Module, state: Mapping[str, torch.Tensor], layo
                           strict=False)
     report = {"initialised": _count_by_module(used), "fresh": _count_by_module(own.keys() - used.keys()),
               "unused": _count_by_module(converted.keys() - own.keys())}
-    log.info("init_checkpoint %s (%s): initialised %s; starting fresh %s%s", path, layout.NAME,
+    log.info("init_checkpoint %s (%s): initialised %s; starting fresh %s%s", path, source,
              _describe(report["initialised"]), _describe(report["fresh"]),
              f"; not used {_describe(report['unused'])}" if report["unused"] else "")
     return report
