@@ -97,7 +97,10 @@ def test_official_tcm_tensors_land_in_the_tempo_tcm(tmp_path):
     release = save_release(data, tmp_path / "sthv1_8f_best.pth")
     source = seeded_state(data["keys"], data["seed"])
     out = convert(convert_cfg(tmp_path, "zoo=tcm_sthv1_r50_8f", f"checkpoint={release}", f"out={tmp_path / 'c.ckpt'}"))
-    state = torch.load(out, weights_only=True)["state_dict"]
+    saved = torch.load(out, weights_only=True)
+    state = saved["state_dict"]
+    # the release's class index is the sorted rank of the name (the dataset must read it so)
+    assert saved["tempo"]["config"]["dataset"]["label_order"] == "sorted"
     tcm = "module.base_model.tcm_layer."
     pairs = {"network.fc.weight": source["module.new_fc.weight"].squeeze(-1),
              "network.backbone.layer3.5.conv2.weight": source["module.base_model.layer3.5.conv2.weight"],
