@@ -122,6 +122,11 @@ def test_foreign_objects_are_read_inertly(tmp_path):
     state = read_tensors(path)
     assert len(state) == 320 and "cls_head.fc_cls.weight" in state
     assert not marker.exists()
+    # PyTorch < 1.6's legacy (non-zip) format, as the 2019 official TSM files, with a numpy scalar
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"epoch": 45, "arch": "resnet50", "best_prec1": np.float64(45.6),
+                "state_dict": {"module.new_fc.weight": torch.ones(3, 4)}}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_tensors(legacy)["module.new_fc.weight"], torch.ones(3, 4))
 
 
 def test_wrong_files_give_one_clear_error(tmp_path):
