@@ -153,5 +153,7 @@ def test_stride_defaults_to_the_window_and_errors(checkpoint, video, tmp_path, o
     assert [(w.start, w.end) for w in result["windows"]] == [(0.0, 2.5), (2.5, 5.0), (5.0, 7.5), (7.5, 10.0)]
     with pytest.raises(ConfigError, match="gradcam"):
         run_demo(tmp_path / "b", *base, "window=2.0", "gradcam=true")
+    with pytest.raises(ConfigError, match="views=test"):
+        run_demo(tmp_path / "d", *base, "window=2.0", "views=test")
     with pytest.raises(ConfigError, match="window=-1"):
         run_demo(tmp_path / "c", *base, "window=-1")
