@@ -94,3 +94,15 @@ def sweep_params(experiment: str) -> dict[str, list[str]]:
     parser = OverridesParser.create()
     return {k: list(parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator())
             for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def train_tiny_checkpoint(out_dir: Path, cache_dir: Path, *overrides: str) -> str:
+    """The last checkpoint of a one-epoch TINY run with `overrides` (one thread: a small, steady workload)."""
+    from tempo.train import run as train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(compose_config([*TINY, *overrides, "run_test=false"], out_dir, cache_dir))["checkpoints"]["last"]
+    finally:
+        torch.set_num_threads(threads)

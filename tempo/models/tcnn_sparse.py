@@ -106,7 +106,7 @@ class TCNNSparse(nn.Module):
             zoomed = tuple(BRANCH_NAMES[b] for b in self.branches if b != "O")
             attention = self.attention(video, features, self.fc.weight, self.fc.bias, outputs=zoomed)
             clips = torch.cat([attention[name] for name in zoomed])
-            for name, feats in zip(zoomed, self.pooled(clips)[0].chunk(len(zoomed)), strict=True):
+            for name, feats in zip(zoomed, self.pooled(clips)[0].unflatten(0, (len(zoomed), -1)), strict=True):
                 pooled[name] = feats
         dropped = {name: self.dropout(feats) for name, feats in pooled.items()}
         branch_logits = {name: self.head(name)(feats) for name, feats in dropped.items()}

@@ -275,8 +275,8 @@ class SparseSpatialAttention(nn.Module):
         # every requested set in one resampling call: (len(outputs)·N, …)
         zoomed = self.zoom(frames.repeat(len(outputs), 1, 1, 1),
                            torch.cat([saliency[name] for name in outputs]).to(frames.dtype))
-        clips = {name: z.view(b, t, c, h, w).transpose(1, 2) for name, z in zip(outputs, zoomed.chunk(len(outputs)),
-                                                                                strict=True)}
+        per_set = zoomed.unflatten(0, (len(outputs), -1))  # not chunk: torch.export keeps the batch dynamic
+        clips = {name: z.view(b, t, c, h, w).transpose(1, 2) for name, z in zip(outputs, per_set, strict=True)}
         return {**clips, "coords": peaks["coords"].view(b, t, -1, 2), "scores": peaks["scores"].view(b, t, -1),
                 "discriminative_mask": dis_mask.view(b, t, -1), "complementary_mask": com_mask.view(b, t, -1),
                 "response": peaks["map"].view(b, t, *peaks["map"].shape[1:])}

@@ -72,7 +72,7 @@ class GlobalTemporalDifference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         forward, backward = self.differences(x)
         attention = self.excitation(torch.cat([forward, backward], dim=0))
-        a_f, a_b = attention.chunk(2, dim=0)
+        a_f, a_b = attention.unflatten(0, (2, -1))  # not chunk: torch.export keeps the batch dynamic
         return x + x * (0.5 * a_f + 0.5 * a_b)
 
     def extra_repr(self) -> str:
