@@ -43,7 +43,7 @@ def test_recipe_numbers(name, tmp_path):
     dataset, depth, sampler, frames, milestones, epochs = RECIPES.get(name, RECIPES["tdpn_k400_r50_32x2"])
     cfg = compose_config([f"experiment={name}"], tmp_path)
     net = cfg.model.network
-    assert net._target_ == "tempo.models.tdpn.TDPN" and net.use_mhsa and net.local_variant == "light"
+    assert net._target_ == "tempo.models.tdpn.TDPN" and net.use_mhsa and net.local_variant == "low_resolution"
     assert (net.use_global_low, net.use_local_high, net.dropout) == (True, True, 0.5)
     assert cfg.model.aux_weight == 0.5 and cfg.model.loss.weights == {"logits": 1.0, "aux_logits": 0.5}
     assert (cfg.backbone.depth, cfg.backbone.pretrained, net.local_pretrained) == (depth, "imagenet", "imagenet")
