@@ -104,7 +104,8 @@ def test_all_switches_off_is_the_plain_3d_resnet(tmp_path, clip, one_thread):
 
 def test_zero_gamma_makes_tda_the_identity_until_the_first_step(tmp_path, clip, one_thread):
     """ΔT = 0 at init (spec E.6); one SGD step later ΔT ≠ 0, and every TDA parameter then gets a gradient."""
-    net = network(tmp_path, "model.network.sda.enabled=false", "model.network.fusion.mf=false", "model.network.fusion.fuse_last_tda=false")
+    net = network(tmp_path, "model.network.sda.enabled=false", "model.network.fusion.mf=false",
+                  "model.network.fusion.fuse_last_tda=false")
     f = net.forward_features(clip)
     assert all(torch.equal(level, z) for level, z in zip(f.levels, f.stage_outputs, strict=True))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -290,7 +291,8 @@ def test_option_groups_build_the_same_network_as_dataclasses(tmp_path, clip, one
     direct = STMANet(instantiate(cfg.backbone), cfg.dataset.num_classes, tda=TDAOptions(reduction=8),
                      sda=SDAOptions(enabled=False), fusion=FusionOptions(mf=False))
     assert from_config.state_dict().keys() == direct.state_dict().keys()
-    assert all(torch.equal(a, b) for a, b in zip(from_config.state_dict().values(), direct.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(from_config.state_dict().values(), direct.state_dict().values(),
+                                                        strict=True))
     assert not from_config.use_sda and not from_config.use_mf and from_config.tda_blocks["2"].query.out_channels == 4
     with pytest.raises(InstantiationException, match=r"model.network.tda.enabled=false"):
         network(tmp_path, "model.network.tda=false")  # the flat switch of before: the error names the new key

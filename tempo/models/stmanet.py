@@ -145,7 +145,8 @@ class STMANet(nn.Module):
         if not set(sda.kv_pool_stages) <= set(STAGES):
             raise ValueError(f"model.network.sda.kv_pool_stages={list(sda.kv_pool_stages)}: stages are {list(STAGES)}")
         self.use_tda, self.use_sda, self.use_mf = bool(tda.enabled), bool(sda.enabled), bool(fusion.mf)
-        self.fuse_last_tda, self.literal_eq8, self.div_reduction = fusion.fuse_last_tda, fusion.literal_eq8, div_reduction
+        self.fuse_last_tda, self.literal_eq8 = fusion.fuse_last_tda, fusion.literal_eq8
+        self.div_reduction = div_reduction
         self.stage_numbers = [i for i in STAGES if i <= self.head_stage]
         self._drop_unused_stages()
         channels = {i: self.backbone.stage_channels[i - 2] for i in self.stage_numbers}
