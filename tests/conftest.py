@@ -86,3 +86,11 @@ def sweep_params(experiment: str) -> dict[str, list[str]]:
     parser = OverridesParser.create()
     return {k: list(parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator())
             for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def assert_counted_accuracy(metrics: dict, prefix: str, videos: int) -> None:
+    """An accuracy that was counted over `videos` videos: top-1 is a multiple of 1/videos and ≤ top-5 (a range
+    check alone would pass for any number in [0, 1])."""
+    top1, top5 = metrics[f"{prefix}/top1"], metrics[f"{prefix}/top5"]
+    assert top1 * videos == pytest.approx(round(top1 * videos), abs=1e-4), (top1, videos)
+    assert top1 <= top5 + 1e-6
