@@ -199,7 +199,7 @@ OPTION_OVERRIDES = [
     ["model.network.attention.split.eval_split=extreme"], ["model.network.attention.split.eval_split=random"],
     ["model.network.attention.split.warmup_all_peaks_iters=10"],
     ["model.network.attention.peaks.entropy=normalized", "model.network.attention.peaks.delta=0.124"],
-    ["model.network.attention.zoom.padding_mode=zeros", "model.network.attention.peaks.grid_size=21"],
+    ["model.network.attention.peaks.grid_size=21"],
     ["model.network.backbone.residual=false"],
 ]
 
@@ -228,7 +228,7 @@ def test_default_config_matches_the_spec(tiny_cfg):
         31, 0.2, "raw", 3, 16)
     assert (att.split.eval_split, att.split.eval_phi, att.split.warmup_all_peaks_iters) == ("fixed", 0.5, 0)
     assert (att.saliency.beta1, att.saliency.beta2, att.saliency.base) == (0.08, 0.2, 0.09)
-    assert (att.zoom.grid_size, att.zoom.pad, att.zoom.fwhm, att.zoom.padding_mode) == (31, 30, 13.0, "border")
+    assert (att.zoom.grid_size, att.zoom.pad, att.zoom.fwhm) == (31, 30, 13.0)
     loss = cfg.model.loss
     assert (loss._target_, dict(loss.weights), loss.branch_weight) == ("tempo.losses.MultiTermLoss", {"logits": 1.0},
                                                                        1.0)
