@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, TINY, compose_config
+from tests.conftest import TINY, compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
