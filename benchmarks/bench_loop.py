@@ -6,7 +6,7 @@ parameter groups), LR-scheduler step (tempo's warm-up + cosine, per step). Compa
 
 * plain Lightning — a minimal LightningModule doing exactly that on `lightning.Trainer`, with no
   callbacks, logger or progress bar: Lightning's own overhead;
-* tempo — `tempo.module.RecognitionModule` built from the real Hydra config (`build_module`), with
+* tempo — `tempo.run.module.RecognitionModule` built from the real Hydra config (`build_module`), with
   tempo's default callbacks (checkpoint, LR monitor, Rich progress bar, data-bottleneck, plus the
   metric history and run info `tempo.train` adds) and the default CSV logger, as
   `python -m tempo.train` runs it: every loss term logged, train top-1, the non-finite-loss check,
@@ -54,11 +54,11 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from tempo import CONF_DIR
-from tempo.callbacks import MetricsHistory
-from tempo.checkpoint import RunInfo
-from tempo.module import RecognitionModule, param_groups
-from tempo.schedules import Span, build_scheduler
-from tempo.train import build_callbacks, build_module
+from tempo.run.build import build_callbacks, build_module
+from tempo.run.callbacks import MetricsHistory
+from tempo.run.checkpoint import RunInfo
+from tempo.run.module import RecognitionModule, param_groups
+from tempo.run.schedules import Span, build_scheduler
 
 BATCH, SEGMENTS, SIZE, CLASSES = 8, 4, 56, 8
 SKIP = 3  # warm-up steps left out of every run

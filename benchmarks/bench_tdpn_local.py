@@ -13,8 +13,8 @@ import argparse
 import torch
 from torch import nn
 
+from tempo.analysis.counting import count_macs
 from tempo.models.blocks.temporal_difference import LocalTemporalDifference
-from tempo.profile import count_macs
 
 
 class LocalOnly(nn.Module):

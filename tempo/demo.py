@@ -1,10 +1,10 @@
 """`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true]`: classify one video with a checkpoint.
 
 The network, class names, frame sampling and centre crop are the checkpoint's (its training config,
-`tempo.checkpoint`); the video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
+`tempo.run.checkpoint`); the video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
 either reads). Prints the top-k classes with their probabilities and writes them to `<run dir>/prediction.json`;
 `gradcam=true` also writes `<run dir>/gradcam.png`: the sampled frames and, below them, the Grad-CAM map of the
-top class overlaid (`tempo.gradcam`, the same for 2D and 3D networks).
+top class overlaid (`tempo.analysis.gradcam`, the same for 2D and 3D networks).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tempo import CONF_DIR
-from tempo.checkpoint import task_overrides
-from tempo.config import ConfigError
+from tempo.analysis.gradcam import class_activation, gradcam_strip
+from tempo.analysis.visualize import frame_indices, to_uint8
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
 from tempo.data.sources import open_video
 from tempo.data.transforms import Compose
-from tempo.evaluate import load_evaluated
-from tempo.gradcam import class_activation, gradcam_strip
-from tempo.visualize import frame_indices, to_uint8
+from tempo.run.checkpoint import task_overrides
+from tempo.run.config import ConfigError
+from tempo.run.restore import load_evaluated
 
 
 def read_clip(config: DictConfig, path: str) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """`python -m tempo.evaluate ckpt_path=<ckpt> [overrides]`: evaluate a trained checkpoint.
 
-The checkpoint carries its training config and class names (`tempo.checkpoint`): the network is rebuilt
+The checkpoint carries its training config and class names (`tempo.run.checkpoint`): the network is rebuilt
 exactly and the dataset's test protocol is run as in training (Lightning's test loop, multi-view
 averaging, per-branch top-1). Command-line overrides apply on top (`dataset.root=…`, `test_views=10x3`);
 one that contradicts the checkpoint's network is an error. `ckpt_path=[a.ckpt,b.ckpt]` evaluates the
-ensemble of the checkpoints (`tempo.ensemble`: averaged scores over the same views, shared classes).
+ensemble of the checkpoints (`tempo.analysis.ensemble`: averaged scores over the same views, shared classes).
 
 Writes into the run directory: `eval.json` (top-1, top-5, mean-class, per-class and per-branch accuracy,
 excluded videos, most-confused pairs), `predictions.csv` (video, label, top-5 classes with scores),
@@ -13,7 +13,7 @@ excluded videos, most-confused pairs), `predictions.csv` (video, label, top-5 cl
 Options: `eval.tempo_strides=[1,…,8]`: tempo robustness (TCM paper, Fig. 4), accuracy when the T frames of
 the centre clip of each validation video are taken every τ frames (DenseSampler; frames past the end
 repeat the last one) → `tempo_robustness.csv` / `.png`. `eval.save_attention=N` (sparse-attention models):
-PNG strips of the attention of the first N validation videos in `<run dir>/attention/` (`tempo.visualize`).
+PNG strips of the attention of the first N validation videos in `<run dir>/attention/` (`tempo.analysis.visualize`).
 `eval.test=false` skips the test protocol.
 """
 
@@ -30,17 +30,16 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
-from tempo.checkpoint import checkpoint_config, read_checkpoint, read_run_info, task_overrides
-from tempo.config import ConfigError, check_config
+from tempo.analysis.visualize import save_attention_strips
 from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
-from tempo.ensemble import Ensemble
-from tempo.models.weights import state_dict_mismatch
-from tempo.module import RecognitionModule
-from tempo.predictions import (
+from tempo.run.checkpoint import task_overrides
+from tempo.run.config import ConfigError, check_config
+from tempo.run.module import RecognitionModule
+from tempo.run.predictions import (
     PredictionCollector,
     confusion_matrix,
     most_confused,
@@ -48,8 +47,7 @@ from tempo.predictions import (
     plot_confusion,
     write_predictions,
 )
-from tempo.train import build_module
-from tempo.visualize import save_attention_strips
+from tempo.run.restore import ckpt_paths, load_evaluated
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ def check_strides(strides: Iterable[int], allow_empty: bool = False) -> list[int
 
 def attention_pngs(module: RecognitionModule, datamodule: VideoDataModule, count: int, out_dir: Path,
                    device: str = "auto", frames: int = 4) -> list:
-    """PNG strips of the sparse attention for the first `count` validation videos (tempo.visualize)."""
+    """PNG strips of the sparse attention for the first `count` validation videos (tempo.analysis.visualize)."""
     if not hasattr(module.network, "forward_with_attention"):
         raise ConfigError(f"eval.save_attention needs a sparse-attention model (model=tcnn_sparse), got "
                           f"{type(module.network).__name__}")
@@ -83,69 +81,6 @@ def attention_pngs(module: RecognitionModule, datamodule: VideoDataModule, count
                                   datamodule.class_names, frames)
     print(f"attention: {len(paths)} strips in {out_dir}")
     return paths
-
-
-def load_weights(module: RecognitionModule, cfg: DictConfig, path: str) -> RecognitionModule:
-    """`module` with the weights of checkpoint `path` (every key must match)."""
-    state = read_checkpoint(path)
-    state = state.get("state_dict", state)
-    problem = state_dict_mismatch(module.state_dict(), state, unexpected_ok=False)
-    if problem:
-        raise ConfigError(f"ckpt_path={path} does not fit the configured network "
-                          f"({cfg.model.network._target_}): {problem}. "
-                          "Pass the training run's model/backbone/dataset options (or its experiment=...).")
-    module.load_state_dict(state)
-    return module.eval()
-
-
-def load_module(cfg: DictConfig) -> RecognitionModule:
-    """The `RecognitionModule` of `cfg` with the weights of `cfg.ckpt_path`."""
-    return load_weights(build_module(cfg), cfg, str(cfg.ckpt_path))
-
-
-def ckpt_paths(cfg: DictConfig) -> list[str]:
-    value = cfg.get("ckpt_path")
-    paths = [str(p) for p in value] if isinstance(value, ListConfig | list | tuple) else [str(value)] if value else []
-    if not paths:
-        raise ConfigError("ckpt_path is required: pass a checkpoint such as "
-                          "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt (or a list [a.ckpt,b.ckpt] "
-                          "to evaluate an ensemble)")
-    return paths
-
-
-def run_config(cfg: DictConfig, path: str, overrides: list[str]) -> tuple[DictConfig, list[str] | None]:
-    """(config, class names) of checkpoint `path`: its training run's, with the command-line overrides."""
-    info = read_run_info(path)
-    if info is None:
-        log.warning("%s stores no training config (saved by an older tempo): the network is built from the "
-                    "command line's model/backbone/dataset options", path)
-        return cfg, None
-    config = checkpoint_config(info, cfg, overrides)
-    with open_dict(config):
-        config.ckpt_path = path
-    return config, info.get("class_names")
-
-
-def load_evaluated(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str] | None, RecognitionModule]:
-    """(config, class names, module) of one checkpoint or of an ensemble (`ckpt_path=[a,b]`): members must share
-    the classes; the clip has the largest member's frame count (see `tempo.ensemble`)."""
-    paths = ckpt_paths(cfg)
-    runs = [run_config(cfg, path, overrides) for path in paths]
-    modules = [load_weights(build_module(config), config, path) for (config, _), path in zip(runs, paths, strict=True)]
-    config, names = runs[0]
-    if len(paths) == 1:
-        return config, names, modules[0]
-    for (other, other_names), path in zip(runs[1:], paths[1:], strict=True):
-        if int(other.dataset.num_classes) != int(config.dataset.num_classes) or (names and other_names != names):
-            raise ConfigError(f"ensemble members must share their classes: {paths[0]} has "
-                              f"{config.dataset.num_classes} ({(names or [])[:3]}…), {path} has "
-                              f"{other.dataset.num_classes} ({(other_names or [])[:3]}…)")
-    frames = [int(c.dataset.num_segments) for c, _ in runs]
-    config = runs[frames.index(max(frames))][0]  # the clip of the longest member; the others subsample it
-    with open_dict(config):
-        config.ckpt_path = paths
-    network = Ensemble([m.network for m in modules], frames, str(config.dataset.test_reduce))
-    return config, names, build_module(config, network=network).eval()
 
 
 def stride_loader(datamodule: VideoDataModule, clip_len: int, stride: int, batch_size: int | None):

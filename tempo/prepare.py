@@ -42,7 +42,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tempo import CONF_DIR
-from tempo.config import dataset_path_problem
 from tempo.data.convert import (
     FAST_FORMAT,
     FAST_SHORT_SIDE,
@@ -53,6 +52,7 @@ from tempo.data.convert import (
     default_output_root,
 )
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
+from tempo.data.paths import dataset_path_problem
 from tempo.data.records import VideoRecord
 
 log = logging.getLogger(__name__)

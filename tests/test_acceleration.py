@@ -6,10 +6,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tempo import acceleration
-from tempo.acceleration import apply_model_switches, resolve_precision, to_channels_last
 from tempo.models.blocks.correlation import correlation_rows
-from tempo.train import build_module
+from tempo.run import acceleration
+from tempo.run.acceleration import apply_model_switches, resolve_precision, to_channels_last
+from tempo.run.build import build_module
 from tests.conftest import compose_config
 
 
@@ -26,7 +26,7 @@ def test_auto_mixed_picks_bf16_fp16_or_fp32(monkeypatch, caplog):
     assert resolve_precision("auto-mixed", "gpu") == "16-mixed"  # Lightning adds the GradScaler
     assert resolve_precision("32-true", "gpu") == "32-true"  # explicit choices are kept
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="tempo.acceleration"):
+    with caplog.at_level(logging.WARNING, logger="tempo.run.acceleration"):
         assert resolve_precision("auto-mixed", "gpu") == "32-true"
     assert "no CUDA GPU here, training in float32" in caplog.text
 
@@ -46,7 +46,7 @@ def test_channels_last_same_outputs_and_gradients(tiny_cfg, caplog):
     plain = instantiate(cfg.model.network)
     converted = instantiate(cfg.model.network)
     converted.load_state_dict(plain.state_dict())
-    with caplog.at_level(logging.WARNING, logger="tempo.acceleration"):
+    with caplog.at_level(logging.WARNING, logger="tempo.run.acceleration"):
         module = build_module(cfg, network=converted)
     assert "model.channels_last=true without a CUDA GPU" in caplog.text
     four_d = [p for p in converted.parameters() if p.dim() == 4]
@@ -73,7 +73,7 @@ def test_compile_switch_compiles_in_place_with_cpu_message(tiny_cfg, monkeypatch
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
     cfg = tiny_cfg("model.compile=true")
-    with caplog.at_level(logging.WARNING, logger="tempo.acceleration"):
+    with caplog.at_level(logging.WARNING, logger="tempo.run.acceleration"):
         module = build_module(cfg)
     assert compiled == [module.network]  # in place: checkpoint keys keep their names
     assert "model.compile=true without a CUDA GPU" in caplog.text

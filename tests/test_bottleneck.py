@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tempo.bottleneck import DataBottleneck
-from tempo.train import build_callbacks
+from tempo.run.bottleneck import DataBottleneck
+from tempo.run.build import build_callbacks
 from tests.conftest import compose_config
 
 
@@ -62,7 +62,7 @@ def fit(tmp_path, item_cost: float, step_cost: float, epochs: int = 2):
 
 
 def test_starved_loader_fraction_from_hook_timestamps_and_one_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tempo.bottleneck"):
+    with caplog.at_level(logging.WARNING, logger="tempo.run.bottleneck"):
         trainer, callback = fit(tmp_path, item_cost=1.0, step_cost=0.5)
     # each step: 2 items × 1.0 s of loading, 0.5 s of compute → 2 / 2.5 waiting
     assert callback.step_fractions == pytest.approx([0.8] * 3)  # 4 steps, the first left out
@@ -74,7 +74,7 @@ def test_starved_loader_fraction_from_hook_timestamps_and_one_warning(tmp_path, 
 
 
 def test_fast_loader_no_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="tempo.bottleneck"):
+    with caplog.at_level(logging.WARNING, logger="tempo.run.bottleneck"):
         trainer, callback = fit(tmp_path, item_cost=0.01, step_cost=1.0, epochs=1)
     assert trainer.callback_metrics["data/wait_fraction"].item() == pytest.approx(0.02 / 1.02)
     assert not [r for r in caplog.records if "starves" in r.getMessage()]

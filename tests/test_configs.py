@@ -8,11 +8,11 @@ import torch
 from hydra.utils import instantiate
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, StepLR
 
-from tempo.callbacks import EpochRichProgressBar, EpochTQDMProgressBar, RunCheckpoint
 from tempo.data.transforms import Compose
 from tempo.models.backbones.resnet import ResNet
-from tempo.schedules import PlateauSchedule
-from tempo.train import build_callbacks, build_loggers, build_module
+from tempo.run.build import build_callbacks, build_loggers, build_module
+from tempo.run.callbacks import EpochRichProgressBar, EpochTQDMProgressBar, RunCheckpoint
+from tempo.run.schedules import PlateauSchedule
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 

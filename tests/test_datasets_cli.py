@@ -20,9 +20,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tempo.config import ConfigError
 from tempo.data.datamodule import MissingVideosError, VideoDataModule
 from tempo.data.records import AnnotationError
+from tempo.run.config import ConfigError
 from tempo.train import run
 from tests.official_fixtures import (
     HMDB_CLASSES,

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from tempo.config import ConfigError, check_config
+from tempo.run.config import ConfigError, check_config
 from tests.conftest import CONF_DIR
 from tests.official_fixtures import write_clip
 

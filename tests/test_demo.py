@@ -14,10 +14,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
 
-from tempo.config import ConfigError
+from tempo.analysis.gradcam import GAP, HEADER, class_activation
 from tempo.data.encode import write_video
 from tempo.demo import run as demo
-from tempo.gradcam import GAP, HEADER, class_activation
+from tempo.run.config import ConfigError
 from tempo.train import run as train
 from tests.conftest import CONF_DIR
 

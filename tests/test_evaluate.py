@@ -15,11 +15,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from tempo.config import ConfigError
+from tempo.analysis.ensemble import Ensemble
 from tempo.data.samplers import DenseSampler
-from tempo.ensemble import Ensemble
-from tempo.evaluate import load_module, run, stride_loader
-from tempo.predictions import confusion_matrix, most_confused, per_class_accuracy, plot_confusion
+from tempo.evaluate import run, stride_loader
+from tempo.run.config import ConfigError
+from tempo.run.predictions import confusion_matrix, most_confused, per_class_accuracy, plot_confusion
+from tempo.run.restore import load_module
 from tempo.train import run as train
 from tests.conftest import CONF_DIR, TINY
 

@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from tempo.analysis.counting import count_macs
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.backbones.resnet3d import ResNet3d
 from tempo.models.blocks.temporal_pyramid import TemporalPyramid
 from tempo.models.i3d import I3D
 from tempo.models.tpn import TPN
-from tempo.profile import count_macs
 from tests.conftest import TINY
 
 TINY_3D = [*TINY, "backbone=resnet3d_tiny"]

@@ -14,7 +14,7 @@ import yaml
 from hydra.utils import instantiate
 
 from tempo.data.samplers import ConsecutiveSampler, DenseSampler, SegmentSampler
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_recipe_numbers(name, tmp_path):
     assert (opt._target_, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 0.01, 0.9,
                                                                                      True, 1e-4)
     assert cfg.module.reference_batch_size == 64 and cfg.model.bias_lr_mult == 1.0
-    assert cfg.schedule.factor._target_ == "tempo.schedules.MultiStep"
+    assert cfg.schedule.factor._target_ == "tempo.run.schedules.MultiStep"
     assert list(cfg.schedule.factor.milestones) == milestones and cfg.schedule.factor.gamma == 0.1
     assert (cfg.schedule.warmup_epochs, cfg.schedule.interval, cfg.trainer.max_epochs) == (0, "epoch", epochs)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (clip, "norm")

@@ -16,17 +16,17 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from tempo.bottleneck import DataBottleneck
-from tempo.callbacks import (
+from tempo.run.bottleneck import DataBottleneck
+from tempo.run.build import build_callbacks, build_module
+from tempo.run.callbacks import (
     EpochRichProgressBar,
     EpochTQDMProgressBar,
     MetricsHistory,
     RunCheckpoint,
     StepLearningRateMonitor,
 )
-from tempo.divergence import TrainingDiverged
-from tempo.metrics import EpochMean
-from tempo.train import build_callbacks, build_module
+from tempo.run.divergence import TrainingDiverged
+from tempo.run.metrics import EpochMean
 from tests.conftest import compose_config
 from tests.test_module import batch, batches, make_module
 

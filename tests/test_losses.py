@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tempo.losses import CrossEntropy, MultiTermLoss
+from tempo.run.losses import CrossEntropy, MultiTermLoss
 
 
 @pytest.fixture

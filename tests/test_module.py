@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tempo.losses import MultiTermLoss
-from tempo.module import RecognitionModule, param_groups
+from tempo.run.losses import MultiTermLoss
+from tempo.run.module import RecognitionModule, param_groups
 from tempo.train import run
 
 K = 3

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tempo.predictions import PredictionCollector, gather_uneven
+from tempo.run.predictions import PredictionCollector, gather_uneven
 
 
 def two_ranks(*peers: torch.Tensor):

@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-import tempo.profile as profile_mod
+import tempo.analysis.counting as profile_mod
+from tempo.analysis.counting import count_macs, median_seconds, param_report, profile_network, throughput
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.tcm import TCM
-from tempo.profile import count_macs, median_seconds, param_report, profile_network, throughput
 from tests.conftest import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]

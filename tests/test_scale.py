@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tempo.module import RecognitionModule
+from tempo.run.module import RecognitionModule
 from tests.conftest import CONF_DIR, compose_config
 from tests.test_ddp import make_list_set
 
@@ -52,7 +52,7 @@ def test_sync_batchnorm_on_for_multi_gpu(tmp_path, trainer):
 def test_lr_log_shows_world_size(tiny_cfg, caplog):
     from hydra.utils import instantiate
 
-    from tempo.train import build_module
+    from tempo.run.build import build_module
 
     cfg = tiny_cfg("module.reference_batch_size=4", "~schedule")
     module: RecognitionModule = build_module(cfg)
@@ -63,7 +63,7 @@ def test_lr_log_shows_world_size(tiny_cfg, caplog):
         estimated_stepping_batches, max_epochs = 10, 1
 
     module._trainer = FakeTrainer()
-    with caplog.at_level(logging.INFO, logger="tempo.module"):
+    with caplog.at_level(logging.INFO, logger="tempo.run.module"):
         module.configure_optimizers()
     batch = cfg.dataset.batch_size
     assert module.lr_info["world_size"] == 4 and module.lr_info["global_batch_size"] == batch * 8

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from tempo.schedules import Cosine, MultiStep, Plateau, Span, Step, build_scheduler
+from tempo.run.schedules import Cosine, MultiStep, Plateau, Span, Step, build_scheduler
 from tests.test_module import batch, batches, make_module, one_hot
 
 BASE = 0.1

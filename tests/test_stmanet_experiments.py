@@ -51,7 +51,7 @@ def test_recipe_numbers(name, tmp_path):
     assert list(cfg.backbone.temporal_strides) == [1, 2, 2, 2] and cfg.backbone.inflate_style == "3x3x3"
     assert cfg.backbone.pretrained is None
     loss = cfg.model.loss
-    assert loss._target_ == "tempo.losses.MultiTermLoss" and dict(loss.weights) == {"logits": 1.0}
+    assert loss._target_ == "tempo.run.losses.MultiTermLoss" and dict(loss.weights) == {"logits": 1.0}
     assert dict(loss.regularizer_weights) == {"div_s": 0.01, "div_t": 0.001}
     # 32 frames every 2nd frame of a random 64-frame window, loop-padded [D32]; crop U(0.5, 1) → 112² [D33]
     assert (cfg.dataset.num_segments, cfg.dataset.input_size, cfg.dataset.short_side) == (32, 112, 112)

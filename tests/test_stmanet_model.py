@@ -10,10 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from tempo.analysis.counting import profile_network
 from tempo.models.backbones.resnet3d import ResNet3d
 from tempo.models.blocks.st_aggregation import SpatialDeepAggregation, TemporalDeepAggregation
 from tempo.models.stmanet import FusionOptions, SDAOptions, STMANet, TDAOptions, init_aggregation
-from tempo.profile import profile_network
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 PAPER = ["model=stmanet", "backbone=resnet3d50_stmanet", "dataset.num_classes=101"]

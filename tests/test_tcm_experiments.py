@@ -12,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
+from tempo.analysis.counting import count_macs, num_params
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.blocks.tcm import TemporalCorrelationModule
 from tempo.models.blocks.temporal_shift import TemporalShift
 from tempo.models.tcm import TCM
 from tempo.models.tsm import TSM
 from tempo.models.weights import init_from_checkpoint
-from tempo.module import param_groups
-from tempo.profile import count_macs, num_params
+from tempo.run.module import param_groups
 from tests.conftest import TINY, compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

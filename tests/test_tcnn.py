@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tempo.models.backbones.resnet import ResNet
 from tempo.models.tcnn import STAGE_ROWS, TCNN, SeparableRow, Stem, TCNNBackbone
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import TINY, assert_counted_accuracy
 
 # tiny CPU models: one intra-op thread is far faster on the shared, busy machine

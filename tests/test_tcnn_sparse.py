@@ -14,15 +14,15 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
+from tempo.analysis.visualize import GAP
 from tempo.evaluate import run as evaluate
-from tempo.losses import MultiTermLoss
 from tempo.models.blocks.sparse_attention import SparseSpatialAttention
 from tempo.models.tcnn import TCNN, TCNNBackbone
 from tempo.models.tcnn_sparse import TCNNSparse
-from tempo.module import param_groups
-from tempo.train import build_module
+from tempo.run.build import build_module
+from tempo.run.losses import MultiTermLoss
+from tempo.run.module import param_groups
 from tempo.train import run as train
-from tempo.visualize import GAP
 from tests.conftest import CONF_DIR, TINY, assert_counted_accuracy, compose_config, train_cli
 
 # tiny CPU models: one intra-op thread is far faster on the shared, busy machine
@@ -230,8 +230,8 @@ def test_default_config_matches_the_spec(tiny_cfg):
     assert (att.saliency.beta1, att.saliency.beta2, att.saliency.base) == (0.08, 0.2, 0.09)
     assert (att.zoom.grid_size, att.zoom.pad, att.zoom.fwhm) == (31, 30, 13.0)
     loss = cfg.model.loss
-    assert (loss._target_, dict(loss.weights), loss.branch_weight) == ("tempo.losses.MultiTermLoss", {"logits": 1.0},
-                                                                       1.0)
+    assert (loss._target_, dict(loss.weights), loss.branch_weight) == (
+        "tempo.run.losses.MultiTermLoss", {"logits": 1.0}, 1.0)
     backbone = cfg.model.network.backbone
     assert backbone._target_ == "tempo.models.tcnn.TCNNBackbone" and backbone.residual and backbone.pretrained is None
     assert list(backbone.stage_strides) == [2, 2, 1, 2, 1, 2, 1] and backbone.widths[-1] == 512
@@ -266,7 +266,7 @@ def test_recipe_numbers(name, tmp_path):
     assert (opt._target_, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 0.1, 0.9,
                                                                                      False, 4e-5)
     assert cfg.module.reference_batch_size == 16 and cfg.model.network.dropout == 0.5
-    assert cfg.schedule.factor._target_ == "tempo.schedules.Cosine"
+    assert cfg.schedule.factor._target_ == "tempo.run.schedules.Cosine"
     assert (cfg.schedule.factor.min_factor, cfg.schedule.warmup_epochs, cfg.schedule.interval) == (1e-3, 0, "step")
     assert cfg.trainer.max_epochs == 150
     start = ["model.network.init_checkpoint=null"] + ([UNTRAINED_CRM] if model == "tcnn_sparse" else [])

@@ -11,7 +11,7 @@ import yaml
 from hydra.utils import instantiate
 
 from tempo.report import main as report_main
-from tempo.train import build_module
+from tempo.run.build import build_module
 from tests.conftest import CONF_DIR, TINY, compose_config, sweep_params, train_cli
 
 # experiment → (dataset, depth, sampler, frames, milestones, epochs), from the paper (TDPN §IV.A, Tables II/III):

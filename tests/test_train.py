@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tempo.config import ConfigError
+from tempo.run.config import ConfigError
 from tempo.train import run
 from tests.conftest import TINY, assert_counted_accuracy, compose_config
 

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict
 
-from tempo.loggers import multirun_identity, wandb_logger
+from tempo.run.loggers import multirun_identity, wandb_logger
 from tempo.train import run as train
 from tests.conftest import CONF_DIR
 

@@ -210,7 +210,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def _check_reader_paths(self) -> None:
         """A reader bound with root/annotations = None (config defaults) cannot read anything."""
-        from tempo.config import dataset_path_problem
+        from tempo.data.paths import dataset_path_problem
 
         keywords = getattr(self.reader, "keywords", None) or {}
         for key in ("root", "annotations"):

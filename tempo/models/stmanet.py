@@ -15,7 +15,7 @@ without, Linear(2048 → K) on GAP(Ẑ⁵). ``head_from_stage`` = s ∈ {2..5} p
 per-stage study: stages after s are not built, the last TDA/fusion happen at s, MF fuses stages 2..s.
 
 Training outputs ``"regularizers": {"div_t": L_t, "div_s": L_s}`` (spec D.5; a term is left out when its
-module is off or fewer than two stages have attention), weighted by ``tempo.losses.MultiTermLoss``.
+module is off or fewer than two stages have attention), weighted by ``tempo.run.losses.MultiTermLoss``.
 All switches off is exactly the plain 3D ResNet + GAP + fc.
 """
 

@@ -10,7 +10,7 @@ O pass runs without gradient: it only supplies X [D15]. ``branches="O"`` is the 
 Outputs: ``{"logits": F_total, "branch_logits": {"original": F_o, "discriminative": F_dis,
 "complementary": F_com}}`` (active branches, in eval too) — with ``MultiTermLoss(weights={logits: 1},
 branch_weight=1)`` that is Eq. 8: Σ_b CE(F_b) + CE(F_total). O-only: ``{"logits": F_o}`` (one term).
-``forward_with_attention`` also returns the zoomed clips and peaks (for ``tempo.visualize``).
+``forward_with_attention`` also returns the zoomed clips and peaks (for ``tempo.analysis.visualize``).
 """
 
 from __future__ import annotations

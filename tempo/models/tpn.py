@@ -5,7 +5,7 @@ The pyramid (``tempo.models.blocks.temporal_pyramid.TemporalPyramid``) reads the
 (B, C_5, T', h, w); the main head pools it globally → dropout → fc. The auxiliary head (Conv3d (1,3,3)
 stride 2 → pool → dropout → fc) reads the raw res4 output and runs in training only, so the network returns
 ``{"logits", "aux_logits"}`` in training and ``{"logits"}`` in eval; the loss is
-CE(logits) + aux_weight·CE(aux_logits) (``tempo.losses.MultiTermLoss``). ``aux_weight: 0`` drops the head.
+CE(logits) + aux_weight·CE(aux_logits) (``tempo.run.losses.MultiTermLoss``). ``aux_weight: 0`` drops the head.
 """
 
 from __future__ import annotations

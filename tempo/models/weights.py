@@ -12,6 +12,14 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+# torchvision's ImageNet releases of the ResNets (torchvision.models.ResNet*_Weights.IMAGENET1K_V1)
+IMAGENET_URLS = {
+    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    101: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
+
 def read_state_dict(path: str | Path, what: str, prefix: str | None = None) -> dict[str, torch.Tensor]:
     """Tensors stored in `path` (a state dict or a `.ckpt` with "state_dict"), DDP's "module."
     removed. With `prefix`, keys starting with it are kept (prefix removed) when any do.
@@ -66,3 +74,16 @@ def init_from_checkpoint(model: nn.Module, path: str, what: str = "model.network
                                 "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt") from None
     count = load_fitting(model, state, f"{what}={path}", hint, skip)
     log.info("initialised %d tensors (all but %s) from %s", count, ", ".join(skip) or "none", path)
+
+
+def read_backbone_weights(source: str, depth: int) -> dict[str, torch.Tensor]:
+    """A ResNet-`depth` state dict in torchvision layout: `imagenet` (torchvision's release) or a file."""
+    if source == "imagenet":
+        if depth not in IMAGENET_URLS:
+            raise ValueError(f"no ImageNet weights known for ResNet-{depth}")
+        return torch.hub.load_state_dict_from_url(IMAGENET_URLS[depth], map_location="cpu",
+                                                  progress=True, weights_only=True)
+    try:
+        return read_state_dict(source, "backbone.pretrained", prefix="backbone.")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; use null, imagenet or a .pth path") from None

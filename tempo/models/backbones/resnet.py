@@ -16,16 +16,10 @@ from torch import nn
 
 from tempo.models.blocks.temporal_shift import TemporalShift
 from tempo.models.init import kaiming_conv_unit_bn
-from tempo.models.weights import load_fitting, read_state_dict
+from tempo.models.weights import load_fitting, read_backbone_weights
 
 log = logging.getLogger(__name__)
 
-IMAGENET_URLS = {
-    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-    101: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-}
 DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3]),
           101: ("bottleneck", [3, 4, 23, 3])}
 
@@ -164,24 +158,12 @@ class ResNet(nn.Module):
         return x
 
 
-def _read_state_dict(source: str, depth: int) -> dict[str, torch.Tensor]:
-    if source == "imagenet":
-        if depth not in IMAGENET_URLS:
-            raise ValueError(f"no ImageNet weights known for ResNet-{depth}")
-        return torch.hub.load_state_dict_from_url(IMAGENET_URLS[depth], map_location="cpu",
-                                                  progress=True, weights_only=True)
-    try:
-        return read_state_dict(source, "backbone.pretrained", prefix="backbone.")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}; use null, imagenet or a .pth path") from None
-
-
 def load_pretrained(model: ResNet, source: str) -> None:
     """Load torchvision-format weights into every backbone key; fc is ignored.
 
     Fails with the list of mismatched keys, so a wrong file never half-loads silently.
     """
-    state = {k: v for k, v in _read_state_dict(source, model.depth).items() if not k.startswith("fc.")}
+    state = {k: v for k, v in read_backbone_weights(source, model.depth).items() if not k.startswith("fc.")}
     count = load_fitting(model, state, f"pretrained weights {source}", f"ResNet-{model.depth}",
                          skip=("after_stage.",))
     log.info("loaded %d pretrained tensors from %s", count, source)

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tempo.models.backbones.resnet import _read_state_dict
 from tempo.models.init import kaiming_conv_unit_bn
-from tempo.models.weights import load_fitting
+from tempo.models.weights import load_fitting, read_backbone_weights
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +224,7 @@ def load_pretrained(model: ResNet3d, source: str, skip: Sequence[str] = ()) -> N
     """Load torchvision ResNet weights (2D: inflated; or an already 3D state dict) into every key of
     `model` not under a `skip` prefix; fc is ignored. A key that is missing or does not fit raises a
     ValueError listing them."""
-    state = {k: v for k, v in _read_state_dict(source, model.depth).items() if not k.startswith("fc.")}
+    state = {k: v for k, v in read_backbone_weights(source, model.depth).items() if not k.startswith("fc.")}
     own = model.state_dict()
     count = load_fitting(model, inflate_state_dict(own, state), f"pretrained weights {source}",
                          f"3D ResNet-{model.depth} inflated from a torchvision ResNet-{model.depth}", skip=skip)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tempo.models.backbones.resnet import BasicBlock, Bottleneck, _read_state_dict
-from tempo.models.weights import load_fitting
+from tempo.models.backbones.resnet import BasicBlock, Bottleneck
+from tempo.models.weights import load_fitting, read_backbone_weights
 
 
 class MultiScaleExcitation(nn.Module):
@@ -139,7 +139,7 @@ class DifferenceCNN(nn.Module):
         """ImageNet (or a torchvision-format file) into the stem and stages; conv1's kernel averaged over
         RGB and replicated to every input channel (TDN, no rescale). Returns the number of tensors loaded."""
         keep = ("conv1.", "bn1.", *(f"layer{i + 1}." for i in range(self.num_stages)))
-        state = {k: v for k, v in _read_state_dict(source, depth).items() if k.startswith(keep)}
+        state = {k: v for k, v in read_backbone_weights(source, depth).items() if k.startswith(keep)}
         if state.get("conv1.weight") is not None and state["conv1.weight"].dim() == 4:
             kernel = state["conv1.weight"].mean(dim=1, keepdim=True)
             state["conv1.weight"] = kernel.repeat(1, self.conv1.in_channels, 1, 1)

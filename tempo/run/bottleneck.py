@@ -14,7 +14,7 @@ import time
 
 import lightning as L
 
-from tempo.callbacks import skip_unused_batch_hooks
+from tempo.run.callbacks import skip_unused_batch_hooks
 
 log = logging.getLogger(__name__)
 

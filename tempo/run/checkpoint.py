@@ -19,8 +19,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tempo import CONF_DIR
-from tempo.callbacks import skip_unused_batch_hooks
-from tempo.config import ConfigError
+from tempo.run.callbacks import skip_unused_batch_hooks
+from tempo.run.config import ConfigError
 
 log = logging.getLogger(__name__)
 CONF_PATH = Path(CONF_DIR)

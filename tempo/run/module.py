@@ -10,7 +10,7 @@ multi-view test batches (B, V, C, T, H, W) are run in chunks of views and averag
 Training steps are kept cheap (`benchmarks/bench_loop.py`): loss terms and train top-1
 accumulate on the device every step, are computed once per epoch, and go through Lightning's
 `self.log` only on the steps whose values reach the loggers (every `trainer.log_every_n_steps`).
-The loss is checked for non-finite values every `finite_check_every` steps (`tempo.divergence`;
+The loss is checked for non-finite values every `finite_check_every` steps (`tempo.run.divergence`;
 1, the default: every step, before its update, one flag read; N: N steps' flags in one read; 0: off).
 """
 
@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
-from tempo.divergence import NonFiniteLossCheck, check_finite_weights
-from tempo.losses import CrossEntropy
-from tempo.metrics import BranchAccuracy, EpochMean, EpochMeans, accuracy_metrics
-from tempo.schedules import Plateau, PlateauStep, build_scheduler, describe, run_span
+from tempo.run.divergence import NonFiniteLossCheck, check_finite_weights
+from tempo.run.losses import CrossEntropy
+from tempo.run.metrics import BranchAccuracy, EpochMean, EpochMeans, accuracy_metrics
+from tempo.run.schedules import Plateau, PlateauStep, build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class RecognitionModule(L.LightningModule):
         self.no_decay_norm_bias = no_decay_norm_bias
         self.test_reduce = test_reduce
         self.test_chunk = test_chunk
-        self.finite_check = NonFiniteLossCheck(finite_check_every)  # tempo.divergence
+        self.finite_check = NonFiniteLossCheck(finite_check_every)  # tempo.run.divergence
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1, 1), persistent=False)
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")

@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from tempo.predictions import PredictionCollector, confusion_matrix, per_class_accuracy, plot_confusion
+from tempo.run.predictions import PredictionCollector, confusion_matrix, per_class_accuracy, plot_confusion
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class WandbDashboard(PredictionCollector):
         """A table of the first validation clips: frames, true and predicted class, its probability."""
         import wandb
 
-        from tempo.visualize import frame_indices, to_uint8
+        from tempo.analysis.visualize import frame_indices, to_uint8
 
         names = self._class_names(trainer)
         batch = next(iter(trainer.datamodule.val_dataloader()))

@@ -1,4 +1,4 @@
-"""Params and GMACs of a network at its configured clip size (tempo.profile's counters), for run summaries."""
+"""Params and GMACs of a network at its configured clip size (tempo.analysis.counting), for run summaries."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from tempo.profile import count_macs, make_clip, num_params
+from tempo.analysis.counting import count_macs, make_clip, num_params
 
 
 def network_complexity(network: nn.Module, cfg: DictConfig) -> dict:

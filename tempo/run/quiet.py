@@ -14,7 +14,7 @@ WARNINGS = (
 )
 LOG_PREFIXES = (
     "💡 Tip:",  # Lightning's advertising for its cloud services
-    "Trainer already configured with model summary callbacks",  # ours (tempo.callbacks.ParamSummary)
+    "Trainer already configured with model summary callbacks",  # ours (tempo.run.callbacks.ParamSummary)
 )
 _installed = False
 

@@ -1,0 +1,1 @@
+"""Analysis and visualisation: Grad-CAM, attention strips, complexity counting, checkpoint ensembles."""
