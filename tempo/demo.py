@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from tempo import CONF_DIR
 from tempo.analysis.gradcam import class_activation, gradcam_strip
 from tempo.analysis.visualize import frame_indices, to_uint8
+from tempo.data.datamodule import with_clips
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
 from tempo.data.sources import open_video
@@ -28,14 +29,27 @@ from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
 from tempo.run.restore import load_evaluated
 
+#: val: one clip, the validation crop (default); test: the checkpoint's test protocol (clips × crops, scores
+#: averaged as `dataset.test_reduce` says) — what a released model's own test does (conf/zoo entries)
+VIEWS = ("val", "test")
 
-def read_clip(config: DictConfig, path: str) -> torch.Tensor:
-    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset."""
+
+def read_clip(config: DictConfig, path: str, views: str = "val") -> torch.Tensor:
+    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset; with
+    views="test", (V, C, T, H, W): its test protocol's views (test_views: clips × crops)."""
+    if views not in VIEWS:
+        raise ConfigError(f"views must be one of {list(VIEWS)}, got {views!r}")
     source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
     datamodule = config.dataset.datamodule
-    transforms = [instantiate(t) for t in datamodule.val_transforms if t is not None]
-    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], instantiate(datamodule.sampler),
-                           Compose(transforms), backend="decord")
+    test = views == "test"
+    transforms = datamodule.get("test_transforms") or datamodule.val_transforms if test else datamodule.val_transforms
+    sampler = instantiate(datamodule.get("test_sampler") or datamodule.sampler) if test else \
+        instantiate(datamodule.sampler)
+    if test:
+        sampler = with_clips(sampler, int(datamodule.get("test_clips") or 1))
+    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], sampler,
+                           Compose([instantiate(t) for t in transforms if t is not None]), backend="decord",
+                           multi_view=test)
     return dataset.load(0, None)["video"]
 
 
@@ -58,15 +72,21 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     names = list(class_names or [str(i) for i in range(int(config.dataset.num_classes))])
     device = pick_device(str(cfg.device))
     module = module.to(device).eval()
-    clip = read_clip(config, str(cfg.video))
+    views = str(cfg.get("views") or "val")
+    if views == "test" and cfg.gradcam:
+        raise ConfigError("gradcam=true needs views=val (one clip): Grad-CAM explains a single view")
+    clip = read_clip(config, str(cfg.video), views)
     video = module.on_after_batch_transfer({"video": clip[None].to(device)}, 0)["video"]
     if cfg.gradcam:
         result = class_activation(module.network, video)
-        logits = result["logits"]
+        probs = result["logits"].float().softmax(-1)
+    elif views == "test":
+        with torch.no_grad():  # the test step's averaging over the views
+            scores = module.multi_view_scores(video)["logits"][0].float().cpu()
+        probs = scores if module.test_reduce == "prob" else scores.softmax(-1)
     else:
         with torch.no_grad():
-            logits = module.network(video)["logits"][0].float().cpu()
-    probs = logits.float().softmax(-1)
+            probs = module.network(video)["logits"][0].float().cpu().softmax(-1)
     k = min(int(cfg.top_k), len(names))
     values, classes = probs.topk(k)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
