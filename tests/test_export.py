@@ -38,7 +38,7 @@ MODELS = {
     "tpn": [*NO_BACKBONE, "model=tpn", "backbone=resnet3d_tiny"],
     "tdpn": [*NO_BACKBONE, "model=tdpn", "backbone=resnet3d_tiny", "dataset.input_size=32"],
     "tcnn": [*TCNN_TINY, "model=tcnn"],
-    "tcnn_sparse": [*TCNN_TINY, "model=tcnn_sparse"],
+    "tcnn_sparse": [*TCNN_TINY, "model=tcnn_sparse", "model.network.allow_untrained_crm=true"],
     "stmanet": [*NO_BACKBONE, "model=stmanet", "backbone=resnet3d_stmanet_tiny", "dataset.num_segments=16",
                 "dataset.input_size=48"],
 }
