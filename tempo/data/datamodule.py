@@ -190,6 +190,8 @@ class VideoDataModule(L.LightningDataModule):
         self.manifest_workers = manifest_workers
         self.root = root
         self.seed = seed
+        self._train_loader: ResumableLoader | None = None
+        self._resume_at: dict | None = None  # a checkpoint's loader position, for the next train loader
         self.datasets: dict[str, VideoDataset] = {}
         self._records: dict[str, list[VideoRecord]] = {}
         self.probed: dict[str, int] = {}  # per subset: videos probed for frame counts (0 = all cached)
@@ -318,11 +320,25 @@ class VideoDataModule(L.LightningDataModule):
         dataset = self.datasets["train"]
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return ResumableLoader(
+        loader = ResumableLoader(
             dataset, batch_size=self.batch_size, sampler=SeededShuffle(dataset, self.seed, replicas, rank),
             drop_last=len(dataset) > self.batch_size * replicas, batches_trained=self._batches_trained,
             epoch_batches=self._epoch_batches, **self._worker_options(),
         )
+        if self._resume_at is not None:
+            loader.resume(self._resume_at)
+            self._resume_at = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: the training loader's position within the epoch."""
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        return {"train_position": self._train_loader.position()} if fitting and self._train_loader else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Lightning hands this over before the loader is built (`train_dataloader` applies it)."""
+        self._resume_at = state.get("train_position")
 
     def _batches_trained(self) -> int:
         """Batches of the current epoch the trainer has finished (checkpoints are saved after one)."""

@@ -8,11 +8,13 @@ draw made for that sample (clip offsets, crops, flips, scale jitter, a replaceme
 undecodable video) in whichever worker loads it, so the batches do not depend on `num_workers`,
 on worker start-up order, or on what ran before in the process.
 
-`ResumableLoader` is the training `DataLoader` with Lightning's stateful-loader interface: its
-`state_dict` (saved in every checkpoint under `loops.fit_loop.state_dict.combined_loader`) holds
-the epoch and the number of samples, over all processes, the run has trained on in it;
-`load_state_dict` sets the sampler to skip them, so a run resumed from a checkpoint saved in the
-middle of an epoch continues with the batch the uninterrupted run trained on next.
+`ResumableLoader` is the training `DataLoader` that knows its position within the epoch: the
+epoch and the number of samples, over all processes, the run has trained on in it. The data
+module saves it in every checkpoint and hands it back on resume, before the loader's first pass,
+which then skips those samples: a run resumed from a checkpoint saved in the middle of an epoch
+continues with the batch the uninterrupted run trained on next. (Not through Lightning's
+stateful-loader interface: Lightning restores that only when the loader is built after the
+checkpoint is read, and tempo's schedules build it earlier, for `estimated_stepping_batches`.)
 """
 
 from __future__ import annotations
@@ -62,12 +64,13 @@ class ResumableLoader(DataLoader):
         self.batches_trained = batches_trained
         self.epoch_batches = epoch_batches
 
-    def state_dict(self) -> dict:
+    def position(self) -> dict:
         done = self.batches_trained()
         return {"epoch": self.sampler.epoch, "epoch_finished": done >= self.epoch_batches(),
                 "samples": done * self.batch_size * self.sampler.num_replicas}
 
-    def load_state_dict(self, state: dict) -> None:
+    def resume(self, state: dict) -> None:
+        """Start the next pass where `position()` was taken."""
         sampler: SeededShuffle = self.sampler
         if state["epoch_finished"]:
             sampler.set_epoch(state["epoch"] + 1)

@@ -70,7 +70,10 @@ class RunCheckpoint(ModelCheckpoint):
                            batch_idx: int) -> None:
         # saving only at epoch ends (tempo's default): Lightning's per-step checks cost ~20-70 µs a step
         if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            # not at an epoch's last step: the epoch-end checkpoint, after validation, follows (resuming
+            # from a save before it, Lightning skips that epoch's validation and epoch-end hooks)
+            if trainer.fit_loop.epoch_loop.batch_progress.current.processed < trainer.num_training_batches:
+                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
