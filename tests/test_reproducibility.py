@@ -204,14 +204,20 @@ def test_same_seed_twice_and_any_worker_count_give_the_same_run(tmp_path, synthe
 
 @pytest.mark.slow
 def test_resume_at_an_epoch_end_or_mid_epoch_ends_like_the_straight_run(tmp_path, synthetic_cache):
-    """4 epochs of 3 steps straight; then resumed from its step-6 checkpoint (end of epoch 2) and
-    from step 4 (a third into epoch 2), with 2 loader workers."""
-    straight = run(compose_config([*TINY, *REPRO, *CHECKPOINT_EVERY_STEP], tmp_path / "straight", synthetic_cache))
+    """4 epochs of 3 steps straight; then resumed from its checkpoint at the end of epoch 2 and from
+    the one of step 4 (a third into epoch 2), with 2 loader workers."""
+    epoch_ends = tmp_path / "epoch_ends"  # a second ModelCheckpoint keeps every epoch's end
+    keep_epochs = (f"+callbacks.epoch_ends={{_target_:lightning.pytorch.callbacks.ModelCheckpoint,"
+                   f"dirpath:'{epoch_ends}',save_top_k:-1,every_n_epochs:1,filename:'e{{epoch}}',"
+                   "auto_insert_metric_name:false}")
+    straight = run(compose_config([*TINY, *REPRO, *CHECKPOINT_EVERY_STEP, keep_epochs], tmp_path / "straight",
+                                  synthetic_cache))
     assert straight["global_step"] == 12 and len(straight["history"]) == 4
-    for step in (6, 4):
-        copy = tmp_path / f"step{step}.ckpt"  # outside the run folder: the resumed run gets its own
-        shutil.copy(tmp_path / "straight" / "checkpoints" / f"step{step:03d}.ckpt", copy)
+    for name, saved in (("epoch2", epoch_ends / "e1.ckpt"), ("step4", tmp_path / "straight" / "checkpoints" /
+                                                             "step004.ckpt")):
+        copy = tmp_path / f"{name}.ckpt"  # outside the run folder: the resumed run gets its own
+        shutil.copy(saved, copy)
         resumed = run(compose_config([*TINY, *REPRO, *CHECKPOINT_EVERY_STEP, "dataset.num_workers=2",
-                                      f"ckpt_path={copy}"], tmp_path / f"resumed{step}", synthetic_cache))
-        assert resumed["run_dir"] == str(tmp_path / f"resumed{step}")
+                                      f"ckpt_path={copy}"], tmp_path / name, synthetic_cache))
+        assert resumed["run_dir"] == str(tmp_path / name)
         assert_same_run(straight, resumed)
