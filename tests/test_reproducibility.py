@@ -221,3 +221,18 @@ def test_resume_at_an_epoch_end_or_mid_epoch_ends_like_the_straight_run(tmp_path
                                       f"ckpt_path={copy}"], tmp_path / name, synthetic_cache))
         assert resumed["run_dir"] == str(tmp_path / name)
         assert_same_run(straight, resumed)
+
+
+@pytest.mark.parametrize("delay", [None, 300])
+def test_slurm_launcher_asks_for_the_preemption_signal(tmp_path, delay):
+    """SIGUSR1 (Preemption's requeue signal) `signal_delay_s` before the time limit, replacing submitit's USR2."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    overrides = ["hydra/launcher=slurm", f"paths.output_dir={tmp_path}"]
+    overrides += [f"hydra.launcher.signal_delay_s={delay}"] if delay else []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.launcher.additional_parameters.signal == f"USR1@{delay or 120}"
