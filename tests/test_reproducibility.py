@@ -55,7 +55,7 @@ def test_processes_share_one_permutation_and_draw_seeds():
 def _loader(n: int, batch: int, trained: int, replicas: int = 1, rank: int = 0) -> ResumableLoader:
     data = Keys(n)
     return ResumableLoader(data, batch_size=batch, sampler=SeededShuffle(data, 7, replicas, rank), drop_last=True,
-                           batches_trained=lambda: trained, epoch_batches=lambda: n // (batch * replicas))
+                           progress=lambda: (trained, n // (batch * replicas)))
 
 
 def _batches(loader) -> list[list[int]]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tempo.data.dataset import VideoDataset
 from tempo.data.manifest import FrameManifest
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord, check_labels
-from tempo.data.resumable import ResumableLoader, SeededShuffle
+from tempo.data.resumable import ResumableLoader, SeededShuffle, epoch_progress
 from tempo.data.samplers import ConsecutiveSampler
 from tempo.data.transforms import Compose
 
@@ -322,8 +322,8 @@ class VideoDataModule(L.LightningDataModule):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         loader = ResumableLoader(
             dataset, batch_size=self.batch_size, sampler=SeededShuffle(dataset, self.seed, replicas, rank),
-            drop_last=len(dataset) > self.batch_size * replicas, batches_trained=self._batches_trained,
-            epoch_batches=self._epoch_batches, **self._worker_options(),
+            drop_last=len(dataset) > self.batch_size * replicas, progress=lambda: epoch_progress(self.trainer),
+            **self._worker_options(),
         )
         if self._resume_at is not None:
             loader.resume(self._resume_at)
@@ -339,13 +339,6 @@ class VideoDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         """Lightning hands this over before the loader is built (`train_dataloader` applies it)."""
         self._resume_at = state.get("train_position")
-
-    def _batches_trained(self) -> int:
-        """Batches of the current epoch the trainer has finished (checkpoints are saved after one)."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
-    def _epoch_batches(self) -> float:
-        return self.trainer.num_training_batches
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.val_batch_size)

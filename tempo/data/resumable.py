@@ -49,24 +49,27 @@ class SeededShuffle(DistributedSampler):
         return ((index, draw_seed(seed, epoch, index)) for index in indices)
 
 
-class ResumableLoader(DataLoader):
-    """A training loader whose position within the epoch is saved in checkpoints.
+def epoch_progress(trainer) -> tuple[int, float]:
+    """(batches of the current training epoch the trainer has finished, batches in its epoch after
+    `limit_train_batches`). Checkpoints are saved after a batch; the loader itself runs ahead."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed, trainer.num_training_batches
 
-    `batches_trained`: how many batches of the current epoch the trainer has finished (the
-    data module reads Lightning's progress; the loader itself runs ahead by its prefetch).
-    `epoch_batches`: batches in a full epoch as the trainer runs it (after `limit_train_batches`).
+
+class ResumableLoader(DataLoader):
+    """A training loader whose position within the epoch can be saved and resumed.
+
+    `progress`: `epoch_progress` of the trainer that consumes the batches.
     """
 
-    def __init__(self, *args, batches_trained: Callable[[], int], epoch_batches: Callable[[], float], **kwargs):
+    def __init__(self, *args, progress: Callable[[], tuple[int, float]], **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, SeededShuffle):
             raise TypeError(f"ResumableLoader needs a SeededShuffle sampler, got {type(self.sampler).__name__}")
-        self.batches_trained = batches_trained
-        self.epoch_batches = epoch_batches
+        self.progress = progress
 
     def position(self) -> dict:
-        done = self.batches_trained()
-        return {"epoch": self.sampler.epoch, "epoch_finished": done >= self.epoch_batches(),
+        done, epoch_batches = self.progress()
+        return {"epoch": self.sampler.epoch, "epoch_finished": done >= epoch_batches,
                 "samples": done * self.batch_size * self.sampler.num_replicas}
 
     def resume(self, state: dict) -> None:

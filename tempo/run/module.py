@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
+from tempo.data.resumable import epoch_progress
 from tempo.run.divergence import NonFiniteLossCheck, check_finite_weights
 from tempo.run.losses import CrossEntropy
 from tempo.run.metrics import (
@@ -205,8 +206,7 @@ class RecognitionModule(L.LightningModule):
         continues their sums) and every checkpoint the run's decode-failure count."""
         checkpoint["decode_failures"] = self.decode_failures
         trainer = self._trainer
-        if trainer is not None and trainer.training and \
-                trainer.fit_loop.epoch_loop.batch_progress.current.processed < trainer.num_training_batches:
+        if trainer is not None and trainer.training and (progress := epoch_progress(trainer))[0] < progress[1]:
             checkpoint["running_train_metrics"] = running_states(self._running_metrics())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from tempo.data.resumable import draw_seed
+from tempo.data.resumable import draw_seed, epoch_progress
 from tempo.run.callbacks import skip_unused_batch_hooks
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ class Preemption(L.Callback):
         received = self.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step (one tiny all-reduce a step)
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        last_of_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed >= trainer.num_training_batches
-        if not received or last_of_epoch:  # at an epoch's last step: after its validation and checkpoint
+        done, epoch_batches = epoch_progress(trainer)
+        if not received or done >= epoch_batches:  # at an epoch's last step: after its validation and checkpoint
             return
         name = signal.Signals(self.received).name if self.received is not None else "signal (another rank)"
         path = self.dirpath / "last.ckpt"
