@@ -69,10 +69,10 @@ def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]])
     branches = branch_columns(rows)
     with open(sweep_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", "status", *columns, *METRICS, *branches])
+        writer.writerow(["job", *columns, *METRICS, *branches, "status"])
         for row, axis in zip(rows, axes, strict=True):
-            writer.writerow([row["job"], row["status"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS),
-                             *(row["branches"].get(b) for b in branches)])
+            writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS),
+                             *(row["branches"].get(b) for b in branches), row["status"]])
     head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches]
     lines = ["| job | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for row, axis in zip(rows, axes, strict=True):

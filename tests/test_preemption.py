@@ -3,6 +3,7 @@ requeued as SLURM does, end like the straight run; a sweep with a diverging job 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -103,3 +104,5 @@ def test_a_diverging_job_does_not_stop_the_sweep(tmp_path, synthetic_cache):
     assert report.returncode == 0, report.stderr[-3000:]
     table = (sweep / "report.md").read_text()
     assert "| 1 (diverged) |" in table and "| 0 |" in table
+    with (sweep / "report.csv").open() as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["completed", "diverged"]
