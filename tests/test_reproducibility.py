@@ -236,3 +236,13 @@ def test_slurm_launcher_asks_for_the_preemption_signal(tmp_path, delay):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.launcher.additional_parameters.signal == f"USR1@{delay or 120}"
+
+
+def test_deterministic_with_cudnn_benchmark_fails_at_start(tmp_path):
+    from tempo.run.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="trainer.benchmark=false"):
+        check_config(compose_config(["trainer.deterministic=true", "trainer.benchmark=true"], tmp_path))
+    with pytest.raises(ConfigError, match="trainer.deterministic=warn"):
+        check_config(compose_config(["trainer.deterministic=warn", "trainer.benchmark=true"], tmp_path))
+    check_config(compose_config(["trainer.deterministic=true", "trainer.benchmark=false"], tmp_path))
