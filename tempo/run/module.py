@@ -210,6 +210,8 @@ class RecognitionModule(L.LightningModule):
             checkpoint["running_train_metrics"] = running_states(self._running_metrics())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None or self._trainer.state.fn != "fit":
+            return  # testing the best checkpoint after fitting keeps the whole run's count
         self.decode_failures = int(checkpoint.get("decode_failures", 0))
         states = checkpoint.get("running_train_metrics")
         if states:
