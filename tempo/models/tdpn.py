@@ -6,8 +6,9 @@
 
 * ``use_global_low`` (C2): a ``GlobalTemporalDifference`` in every res2/res3 bottleneck, between
   conv1→BN→ReLU and the spatial conv (the backbone's ``after_conv1`` slot);
-* ``use_local_high`` (C3): a ``LocalTemporalDifference`` branch (``local_variant`` light|deep) added to the
-  res4 and res5 outputs (light) or res4 only (deep); zero-γ laterals make it a no-op at init;
+* ``use_local_high`` (C3): a ``LocalTemporalDifference`` branch (``local_variant`` low_resolution|light|deep)
+  added to the res4 and res5 outputs (low_resolution: Eq. 1's Up(CNN(Down(D))), the default; light) or res4
+  only (deep); zero-γ laterals make it a no-op at init;
 * ``use_mhsa`` (C1/O4): res5's 1×3×3 convs become per-frame ``BoTSelfAttention`` (+ a fresh BN); the
   relative tables are sized from ``input_size`` (14×14 / 7×7 at 224²);
 * the TPN-style pyramid (C4) over F2..F5 — built by ``pyramid`` (``ssm_groups``, ``trm_rates``, ``flow``);
@@ -106,7 +107,7 @@ class TDPN(nn.Module):
 
     def __init__(self, backbone: Callable[..., ResNet3d], pyramid: Callable[..., TemporalPyramid],
                  num_classes: int, input_size: int = 224, use_global_low: bool = True,
-                 use_local_high: bool = True, use_mhsa: bool = True, local_variant: str = "light",
+                 use_local_high: bool = True, use_mhsa: bool = True, local_variant: str = "low_resolution",
                  aux_weight: float = 0.5, dropout: float = 0.5, global_reduction: int = 16,
                  global_zero_init: bool = True, local_num_differences: int = 4, local_pretrained: str | None = None,
                  mhsa_heads: int = 4):
