@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tempo.run.schedules import Cosine, MultiStep, Step
-from tests.test_module import batch, batches, make_module, one_hot
+from tests.module_fixtures import batch, batches, make_module, one_hot
 
 BASE = 0.1
 STEPS_PER_EPOCH = 4
