@@ -20,6 +20,7 @@ sizes (tests/test_gpu_check.py).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -133,26 +134,28 @@ def model_rate(cfg: DictConfig, setting: str, device: torch.device, steps: int,
     return shape[0] * steps / elapsed, peak
 
 
-def _encode(args: tuple[Path, int, int, int, int]) -> Path:
-    path, seed, frames, height, width = args
-    return write_video(path, kinetics_like(seed, frames, height, width), fps=30, preset="medium", quality=23)
+def _encode_and_convert(args: tuple[Path, int, int, int, int]) -> Path:
+    """One Kinetics-like original, converted to format=fast, in a spawned worker process: a forked child of
+    a process that ran OpenMP (torch) deadlocks in it, and a parent that ran the encoder can deadlock the
+    DataLoader workers it forks later."""
+    folder, seed, frames, height, width = args
+    original = write_video(folder / "originals" / f"v{seed}.mp4", kinetics_like(seed, frames, height, width),
+                           fps=30, preset="medium", quality=23)
+    return prepare([original], folder, FAST_FORMAT, folder / "packet_index")[0]
 
 
 def make_prepared_set(folder: Path, videos: int, frames: int, height: int, width: int,
                       repeats: int) -> tuple[Path, Path]:
     """Kinetics-like originals converted by tempo.prepare's converter to format=fast (packet index stored),
     listed `repeats` times each, two classes: (dataset.root, dataset.annotations) of a `dataset=list` set."""
-    jobs = [(folder / "originals" / f"v{i}.mp4", i, frames, height, width) for i in range(videos)]
-    (folder / "originals").mkdir(parents=True)
-    with ProcessPoolExecutor(min(videos, 8)) as pool:
-        originals = list(pool.map(_encode, jobs))
-    prepare(originals, folder, FAST_FORMAT, folder / "packet_index")
-    root, lists = folder / FAST_FORMAT, folder / "lists"
+    with ProcessPoolExecutor(min(videos, 8), mp_context=multiprocessing.get_context("spawn")) as pool:
+        stored = list(pool.map(_encode_and_convert, [(folder, i, frames, height, width) for i in range(videos)]))
+    lists = folder / "lists"
     lists.mkdir()
-    lines = "".join(f"{p.name} {i % 2}\n" for _ in range(repeats) for i, p in enumerate(originals))
+    lines = "".join(f"{p.name} {i % 2}\n" for _ in range(repeats) for i, p in enumerate(stored))
     for subset in ("train", "val"):
         (lists / f"{subset}.txt").write_text(lines)
-    return root, lists
+    return stored[0].parent, lists
 
 
 def loader_rate(model: str, root: Path, lists: Path, cache: Path, workers: int, batches: int,
@@ -220,6 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*(does not have many workers|channels_last|compiling).*")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     torch.backends.cudnn.benchmark = True
+    loader = {}
+    if args.workers:  # first: the loader's workers are forked before CUDA and torch.compile start
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            size = (24, 64, 96) if args.tiny else (96, 256, 340)
+            root, lists = make_prepared_set(tmp / "data", args.videos, *size, repeats=64)
+            for model in args.models:
+                for workers in args.workers:
+                    loader[model, workers] = loader_rate(model, root, lists, tmp / "cache", workers,
+                                                         args.loader_batches, args.tiny)
+                    print(f"  loader {model} {workers} workers: {loader[model, workers]:.1f} clips/s")
     rows = []
     for model in args.models:
         cfg = compose_recipe(model, tiny=args.tiny)
@@ -232,17 +246,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row.error = f"{type(err).__name__}: {err}".splitlines()[0]
             print(f"  {model} {setting}: {row.clips_per_s or row.error}")
             rows.append(row)
-    loader = {}
-    if args.workers:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            size = (24, 64, 96) if args.tiny else (96, 256, 340)
-            root, lists = make_prepared_set(tmp / "data", args.videos, *size, repeats=64)
-            for model in args.models:
-                for workers in args.workers:
-                    loader[model, workers] = loader_rate(model, root, lists, tmp / "cache", workers,
-                                                         args.loader_batches, args.tiny)
-                    print(f"  loader {model} {workers} workers: {loader[model, workers]:.1f} clips/s")
     print()
     print(table(rows, loader, name))
     return 0

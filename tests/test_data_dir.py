@@ -54,6 +54,7 @@ def test_headline_command_runs_as_typed(name, tmp_path):
     assert f"root: {data_dir / LAYOUT[name][0]}" in resolved
 
 
+@pytest.mark.slow
 def test_relative_default_data_dir_is_the_working_directory(tmp_path):
     """Without TEMPO_DATA_DIR the data dir is `data/` where the command runs; the error says so."""
     env = {k: v for k, v in os.environ.items() if k != "TEMPO_DATA_DIR"}
