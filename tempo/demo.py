@@ -1,4 +1,5 @@
-"""`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true]`: classify one video with a checkpoint.
+"""`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true] [window=<s> stride=<s>]`: classify a video
+with a checkpoint (one clip, or with `window` a timeline of clips slid over the whole video).
 
 The network, class names, frame sampling and centre crop are the checkpoint's (its training config,
 `tempo.run.checkpoint`); the video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
@@ -18,8 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tempo import CONF_DIR
+from tempo.analysis import timeline
 from tempo.analysis.gradcam import class_activation, gradcam_strip
 from tempo.analysis.visualize import frame_indices, to_uint8
+from tempo.data.datamodule import with_clips
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
 from tempo.data.sources import open_video
@@ -28,14 +31,27 @@ from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
 from tempo.run.restore import load_evaluated
 
+#: val: one clip, the validation crop (default); test: the checkpoint's test protocol (clips × crops, scores
+#: averaged as `dataset.test_reduce` says) — what a released model's own test does (conf/zoo entries)
+VIEWS = ("val", "test")
 
-def read_clip(config: DictConfig, path: str) -> torch.Tensor:
-    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset."""
+
+def read_clip(config: DictConfig, path: str, views: str = "val") -> torch.Tensor:
+    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset; with
+    views="test", (V, C, T, H, W): its test protocol's views (test_views: clips × crops)."""
+    if views not in VIEWS:
+        raise ConfigError(f"views must be one of {list(VIEWS)}, got {views!r}")
     source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
     datamodule = config.dataset.datamodule
-    transforms = [instantiate(t) for t in datamodule.val_transforms if t is not None]
-    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], instantiate(datamodule.sampler),
-                           Compose(transforms), backend="decord")
+    test = views == "test"
+    transforms = datamodule.get("test_transforms") or datamodule.val_transforms if test else datamodule.val_transforms
+    sampler = instantiate(datamodule.get("test_sampler") or datamodule.sampler) if test else \
+        instantiate(datamodule.sampler)
+    if test:
+        sampler = with_clips(sampler, int(datamodule.get("test_clips") or 1))
+    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], sampler,
+                           Compose([instantiate(t) for t in transforms if t is not None]), backend="decord",
+                           multi_view=test)
     return dataset.load(0, None)["video"]
 
 
@@ -58,15 +74,23 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     names = list(class_names or [str(i) for i in range(int(config.dataset.num_classes))])
     device = pick_device(str(cfg.device))
     module = module.to(device).eval()
-    clip = read_clip(config, str(cfg.video))
+    if cfg.get("window"):
+        return run_timeline(cfg, config, names, module, device)
+    views = str(cfg.get("views") or "val")
+    if views == "test" and cfg.gradcam:
+        raise ConfigError("gradcam=true needs views=val (one clip): Grad-CAM explains a single view")
+    clip = read_clip(config, str(cfg.video), views)
     video = module.on_after_batch_transfer({"video": clip[None].to(device)}, 0)["video"]
     if cfg.gradcam:
         result = class_activation(module.network, video)
-        logits = result["logits"]
+        probs = result["logits"].float().softmax(-1)
+    elif views == "test":
+        with torch.no_grad():  # the test step's averaging over the views
+            scores = module.multi_view_scores(video)["logits"][0].float().cpu()
+        probs = scores if module.test_reduce == "prob" else scores.softmax(-1)
     else:
         with torch.no_grad():
-            logits = module.network(video)["logits"][0].float().cpu()
-    probs = logits.float().softmax(-1)
+            probs = module.network(video)["logits"][0].float().cpu().softmax(-1)
     k = min(int(cfg.top_k), len(names))
     values, classes = probs.topk(k)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
@@ -89,6 +113,41 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         print(f"Grad-CAM ({result['layer']}): {path}")
     (run_dir / "prediction.json").write_text(json.dumps(prediction, indent=2))
     return prediction
+
+
+def run_timeline(cfg: DictConfig, config: DictConfig, names: list[str], module, device: torch.device) -> dict:
+    """`window=<s> [stride=<s>]`: the checkpoint's clip slid over the whole video (`tempo.analysis.timeline`);
+    writes timeline.csv and timeline.png to the run dir and returns {"csv", "png", "windows", "classes"}."""
+    if cfg.gradcam:
+        raise ConfigError("gradcam=true explains one clip; drop it with window=... (the timeline has many)")
+    if str(cfg.get("views") or "val") != "val":
+        raise ConfigError("window=... classifies one validation clip per window; drop views=test")
+    window = float(cfg.window)
+    stride = float(cfg.stride) if cfg.get("stride") else window
+    datamodule = config.dataset.datamodule
+    transform = Compose([instantiate(t) for t in datamodule.val_transforms if t is not None])
+    path = str(cfg.video)
+    num_frames, fps = timeline.video_timing(path)
+    try:
+        windows = timeline.plan_windows(num_frames, fps, window, stride, instantiate(datamodule.sampler))
+    except ValueError as err:
+        raise ConfigError(f"window={cfg.window} stride={cfg.get('stride')}: {err}") from None
+
+    def classify(clips: torch.Tensor) -> torch.Tensor:
+        return module.network(module.on_after_batch_transfer({"video": clips.to(device)}, 0)["video"])["logits"]
+
+    clips = timeline.window_clips(path, windows, transform)
+    scores = timeline.window_scores(clips, classify, len(windows), int(cfg.window_batch))
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    k = int(cfg.top_k)
+    timeline.write_timeline_csv(run_dir / "timeline.csv", windows, scores, names, k)
+    shown = timeline.plot_timeline(run_dir / "timeline.png", windows, scores, names, k,
+                                   f"{Path(path).name}: {window:g} s windows every {stride:g} s")
+    print(f"{len(windows)} windows of {window:g} s every {stride:g} s over {num_frames / fps:.1f} s "
+          f"({num_frames} frames at {fps:g} fps): {run_dir / 'timeline.csv'}, {run_dir / 'timeline.png'}")
+    return {"csv": str(run_dir / "timeline.csv"), "png": str(run_dir / "timeline.png"), "windows": windows,
+            "scores": scores, "classes": shown}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")

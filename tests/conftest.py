@@ -111,6 +111,14 @@ def synthetic_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tempo-cache")
 
 
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory) -> dict:
+    """Every container/codec pair the tests make, timestamps gone wrong included (`tests.video_files`)."""
+    from tests.video_files import make_videos
+
+    return make_videos(tmp_path_factory.mktemp("videos"))
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path, synthetic_cache):
     def make(*overrides: str):
@@ -148,3 +156,23 @@ def sweep_params(experiment: str) -> dict[str, list[str]]:
     parser = OverridesParser.create()
     return {k: list(parser.parse_overrides([f"{k}={v}"])[0].sweep_string_iterator())
             for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def train_tiny_checkpoint(out_dir: Path, cache_dir: Path, *overrides: str) -> str:
+    """The last checkpoint of a one-epoch TINY run with `overrides` (one thread: a small, steady workload)."""
+    from tempo.train import run as train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(compose_config([*TINY, *overrides, "run_test=false"], out_dir, cache_dir))["checkpoints"]["last"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_counted_accuracy(metrics: dict, prefix: str, videos: int) -> None:
+    """An accuracy that was counted over `videos` videos: top-1 is a multiple of 1/videos and ≤ top-5 (a range
+    check alone would pass for any number in [0, 1])."""
+    top1, top5 = metrics[f"{prefix}/top1"], metrics[f"{prefix}/top5"]
+    assert top1 * videos == pytest.approx(round(top1 * videos), abs=1e-4), (top1, videos)
+    assert top1 <= top5 + 1e-6

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tempo.data.encode import write_video
+from tempo.data.encode import write_packed_bframes_avi, write_video
 
 # 64 px wide: decord 0.6 mis-sizes its buffer for frames narrower than 64 px (48 px fails)
 HEIGHT, WIDTH = 32, 64
@@ -104,8 +104,12 @@ def bar_frames(
 
 
 def write_clip(path: Path, label: int, variant: int = 0, num_frames: int = 8) -> Path:
-    """Encode one clip; codec from the suffix (.mp4 h264, .webm vp8, .avi mpeg4)."""
-    return write_video(path, bar_frames(num_frames, label, variant), fps=FPS, gop=4)
+    """Encode one clip; codec from the suffix (.mp4 h264, .webm vp8, .avi mpeg4 with packed B-frames
+    as UCF-101's and HMDB-51's originals come)."""
+    frames = bar_frames(num_frames, label, variant)
+    if Path(path).suffix == ".avi":
+        return write_packed_bframes_avi(Path(path), frames, fps=FPS, gop=4)
+    return write_video(path, frames, fps=FPS, gop=4)
 
 
 def write_frame_folder(
@@ -426,3 +430,31 @@ def make_list_set(tmp: Path) -> tuple[Path, Path]:
     (lists / "train.txt").write_text("".join(train))
     (lists / "val.txt").write_text("".join(val))
     return root, lists
+
+
+# -- CPU-sized runs on the fixtures --------------------------------------------------------------
+NUM_CLASSES = {"k400": 3, "sthv1": 5, "sthv2": 3, "ucf101": 4, "hmdb51": 3, "diving48": 3}
+# a CPU-sized training run on these fixtures (test_datasets_cli, test_data_dir)
+TINY_RUN = [
+    "backbone=resnet_tiny",
+    "logger=none",
+    "callbacks=none",
+    "dataset.num_segments=4",
+    "dataset.input_size=32",
+    "dataset.batch_size=3",
+    "dataset.num_workers=0",
+    "dataset.datamodule.pin_memory=false",
+    "trainer.max_steps=2",
+    "trainer.limit_train_batches=2",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "++trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+]
+
+
+def sizes(name: str) -> list[str]:
+    """Scale the paper resizes down to the 32×64 fixtures."""
+    if name in ("sthv1", "sthv2"):
+        return ["dataset.frame_height=36", "dataset.frame_width=64"]
+    return ["dataset.short_side=36"]

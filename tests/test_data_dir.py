@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.official_fixtures import make_kinetics400, make_sthv1, make_ucf101
-from tests.test_datasets_cli import NUM_CLASSES, TINY, sizes
+from tests.official_fixtures import NUM_CLASSES, make_kinetics400, make_sthv1, make_ucf101, sizes
+from tests.official_fixtures import TINY_RUN as TINY
 
 REPO = Path(__file__).resolve().parents[1]
 

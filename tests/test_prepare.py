@@ -171,3 +171,21 @@ def test_prepare_format_fast_writes_the_fast_format_and_stores_its_index(tmp_pat
         run(compose_prepare(tmp_path, *data, "format=webp"))
     with pytest.raises(PrepareError, match="drop gop="):
         run(compose_prepare(tmp_path, *data, "format=intra", "gop=4"))
+
+
+def test_prepare_reports_a_text_file_in_a_list_as_broken(tmp_path):
+    """A README renamed readme.txt in a list is no video: prepare's check reports it, naming it."""
+    from tempo.data.encode import write_video
+
+    root, lists = tmp_path / "videos", tmp_path / "lists"
+    lists.mkdir()
+    write_video(root / "a.mp4", np.zeros((4, 32, 32, 3), np.uint8))
+    (root / "readme.txt").write_text("# tempo\n\nA training framework.\n" * 30)
+    (lists / "train.txt").write_text("a.mp4 0\nreadme.txt 1\n")
+    (lists / "val.txt").write_text("a.mp4 0\n")
+    report = run(compose_prepare(tmp_path, "dataset=list", f"root={root}", f"annotations={lists}",
+                                 "dataset.num_classes=2"))
+    assert report["totals"] == {"ok": 1, "missing": 0, "broken": 1} and has_problems(report)
+    [broken] = report["subsets"]["train"]["broken"]
+    assert broken["path"] == str(root / "readme.txt")
+    assert broken["error"].startswith("not a video: FFmpeg reads it as text")

@@ -27,7 +27,7 @@ from torchmetrics import SumMetric
 from tempo.run.divergence import NonFiniteLossCheck, check_finite_weights
 from tempo.run.losses import CrossEntropy
 from tempo.run.metrics import BranchAccuracy, EpochMean, EpochMeans, accuracy_metrics
-from tempo.run.schedules import build_scheduler, describe, run_span
+from tempo.run.schedules import Plateau, PlateauStep, build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,10 @@ class RecognitionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        factor = self.schedule.get("factor")
+        return [PlateauStep(factor.monitor)] if isinstance(factor, Plateau) else []
+
     def multi_view_scores(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, V, C, T, H, W) → {"logits": (B, K), <branch>: (B, K), …}: each averaged over the
         views (softmax probabilities or logits, `test_reduce`), `test_chunk` views at a time."""
@@ -293,5 +297,6 @@ class RecognitionModule(L.LightningModule):
         span = run_span(self.trainer, interval, self.schedule.get("warmup_epochs", 0.0))
         if self.trainer.is_global_zero:
             log.info(describe(factor, span, interval, start_factor))
-        scheduler = build_scheduler(optimizer, factor, span, start_factor, interval)
+        val_every = (self.trainer.check_val_every_n_epoch or 1) if self.trainer.limit_val_batches else 0
+        scheduler = build_scheduler(optimizer, factor, span, start_factor, interval, val_every)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
