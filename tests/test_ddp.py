@@ -19,27 +19,9 @@ from torch import nn
 from tempo.run.config import ConfigError, check_config
 from tests.conftest import CONF_DIR, TINY
 from tests.conftest import train_cli as conftest_train_cli
-from tests.official_fixtures import write_clip
+from tests.official_fixtures import make_list_set
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_list_set(tmp: Path) -> tuple[Path, Path]:
-    """Train: 7 clips + the 0-byte one (8: two full batches of 4, no padding over 2 processes);
-    val = test: 4 clips (2 per class) + the 0-byte one (5: a DistributedSampler would pad one)."""
-    root, lists = tmp / "videos", tmp / "lists"
-    lists.mkdir(parents=True)
-    train, val = [], []
-    for label in (0, 1):
-        for k in range(6):
-            path = write_clip(root / f"c{label}" / f"v{k}.mp4", label, variant=k)
-            (train if k < 4 else val).append(f"c{label}/{path.name} {label}\n")
-    (root / "broken.mp4").write_bytes(b"")
-    train = train[:7] + ["broken.mp4 0\n"]
-    val = val + ["broken.mp4 1\n"]
-    (lists / "train.txt").write_text("".join(train))
-    (lists / "val.txt").write_text("".join(val))
-    return root, lists
 
 
 def train_cli(tmp: Path, root: Path, lists: Path, run_dir: Path, *overrides: str) -> dict:
