@@ -176,3 +176,12 @@ def assert_counted_accuracy(metrics: dict, prefix: str, videos: int) -> None:
     top1, top5 = metrics[f"{prefix}/top1"], metrics[f"{prefix}/top5"]
     assert top1 * videos == pytest.approx(round(top1 * videos), abs=1e-4), (top1, videos)
     assert top1 <= top5 + 1e-6
+
+
+def evaluate(tmp_path: Path, cache: Path, *overrides: str) -> dict:
+    """`tempo.evaluate` in-process with `overrides` as the command line (Hydra's task overrides)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"paths.output_dir={tmp_path / 'eval'}", *overrides])
+    from tempo.evaluate import run
+
+    return run(cfg, overrides=list(overrides))

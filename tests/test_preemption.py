@@ -17,7 +17,7 @@ import pytest
 from tempo.report import job_rows
 from tempo.run.resume import PREEMPTED_EXIT
 from tests.conftest import REPO, TINY, train_cli
-from tests.test_reproducibility import CHECKPOINT_EVERY_STEP, REPRO, assert_same_run
+from tests.repro_runs import CHECKPOINT_EVERY_STEP, REPRO, assert_same_run
 
 pytestmark = pytest.mark.slow
 

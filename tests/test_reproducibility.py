@@ -20,6 +20,7 @@ from tempo.data.transforms import Compose, HorizontalFlip, RandomSquareResizedCr
 from tempo.train import run
 from tests.conftest import TINY, compose_config
 from tests.official_fixtures import write_clip
+from tests.repro_runs import CHECKPOINT_EVERY_STEP, REPRO, assert_same_run, history
 
 
 class Keys(Dataset):
@@ -164,31 +165,6 @@ def test_manifest_written_from_two_processes(clips, tmp_path):
 
 
 # -- whole runs (in-process; CPU, deterministic switch on) ---------------------------------------
-CHECKPOINT_EVERY_STEP = ["callbacks=default", "callbacks.progress=null", "callbacks.lr_monitor=null",
-                         "callbacks.data_bottleneck=null", "+callbacks.checkpoint.every_n_train_steps=1",
-                         "callbacks.checkpoint.save_top_k=-1", "callbacks.checkpoint.monitor=null",
-                         "callbacks.checkpoint.filename='step{step:03d}'"]
-REPRO = ["trainer.deterministic=true", "run_test=false", "trainer.max_epochs=4"]
-
-
-def history(summary: dict) -> list[dict]:
-    """The metrics history without the timing entries (data/wait_fraction, clips per second)."""
-    return [{k: v for k, v in row.items() if not k.startswith("data/")} for row in summary["history"]]
-
-
-def weights(summary: dict) -> dict[str, torch.Tensor]:
-    return torch.load(summary["checkpoints"]["last"], map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_run(a: dict, b: dict) -> None:
-    assert history(a) == history(b)
-    assert a["global_step"] == b["global_step"] and a["decode_failures"] == b["decode_failures"]
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-
-
 @pytest.mark.slow
 def test_same_seed_twice_and_any_worker_count_give_the_same_run(tmp_path, synthetic_cache):
     def train(name: str, *overrides: str) -> dict:
