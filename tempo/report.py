@@ -34,6 +34,7 @@ def job_rows(sweep_dir: Path) -> list[dict]:
         branches = {k: v for k, v in {**final, **test}.items() if k.startswith(BRANCH_PREFIXES)}
         rows.append({
             "job": summary_path.parent.name,
+            "status": summary.get("status", "completed"),  # diverged / preempted jobs are marked
             "overrides": overrides,
             "best": summary["best"]["value"],
             **{k: test.get(k) for k in METRICS[1:4]},
@@ -68,17 +69,22 @@ def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]])
     branches = branch_columns(rows)
     with open(sweep_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", *columns, *METRICS, *branches])
+        writer.writerow(["job", *columns, *METRICS, *branches, "status"])
         for row, axis in zip(rows, axes, strict=True):
             writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS),
-                             *(row["branches"].get(b) for b in branches)])
+                             *(row["branches"].get(b) for b in branches), row["status"]])
     head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches]
     lines = ["| job | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for row, axis in zip(rows, axes, strict=True):
-        lines.append(f"| {row['job']} | " + " | ".join([*(axis.get(c, "") for c in columns), *_cells(row, branches)])
-                     + " |")
+        cells = [*(axis.get(c, "") for c in columns), *_cells(row, branches)]
+        lines.append(f"| {job_label(row)} | " + " | ".join(cells) + " |")
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
     _plot(sweep_dir / "report.png", rows, axes)
+
+
+def job_label(row: dict) -> str:
+    """The job's name, with its status when it did not complete ("3 (diverged)")."""
+    return row["job"] if row["status"] == "completed" else f"{row['job']} ({row['status']})"
 
 
 def _cells(row: dict, branches: list[str]) -> list[str]:
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
               *branches]:
         table.add_column(c)
     for row, axis in zip(rows, axes, strict=True):
-        table.add_row(row["job"], *(axis.get(c, "") for c in columns), *_cells(row, branches))
+        table.add_row(job_label(row), *(axis.get(c, "") for c in columns), *_cells(row, branches))
     Console().print(table)
     print(f"written: {args.sweep_dir / 'report.csv'}, report.md, report.png")
     return 0

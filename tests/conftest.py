@@ -1,10 +1,19 @@
-"""Shared test fixtures: compose the real Hydra configs with tiny overrides, as a user would."""
+"""Shared test fixtures: compose the real Hydra configs with tiny overrides, as a user would.
+
+Tiers (docs/development.md): `make test-fast` = not slow and not gpu; `make test` = everything on CPU
+(gpu tests skip with a reason); `make test-gpu` = `-m gpu`. Marking is enforced here, not by timing:
+- a test that launches `python -m tempo.*` (or a `tempo-*` script) must be marked `slow`, else it fails
+  with a message saying so (`_guard_tempo_subprocess`), whatever module or fixture launches it;
+- tests using a fixture in SLOW_FIXTURES (runs trained for epochs) are marked `slow` automatically;
+- `gpu` tests skip without CUDA.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +22,59 @@ from hydra import compose, initialize_config_dir
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 os.environ.setdefault("WANDB_MODE", "offline")
+
+# Fixtures that train runs for epochs (in or out of process): their users are in the slow tier.
+SLOW_FIXTURES = {"checkpoints", "trained_run"}
+NO_CUDA = "needs a CUDA GPU: run `make test-gpu` on a GPU machine"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    cuda = torch.cuda.is_available()
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if not cuda and item.get_closest_marker("gpu"):
+            item.add_marker(pytest.mark.skip(reason=NO_CUDA))
+
+
+def pytest_configure(config):
+    # pytest-xdist: each of N workers gets its share of the cores (N × all cores oversubscribes the CPU)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))  # for subprocesses
+
+
+def launches_tempo(args: str | Sequence) -> bool:
+    """Whether a Popen command line runs a tempo command (`python -m tempo.x` or a `tempo-x` script)."""
+    words = args.split() if isinstance(args, str) else [os.fspath(a) for a in args]
+    module = any(a == "-m" and b.startswith("tempo.") for a, b in zip(words, words[1:], strict=False))
+    return module or bool(words) and Path(words[0]).name.startswith("tempo-")
+
+
+_running: list[pytest.Item] = []  # the test being set up / run / torn down (fixtures included)
+_popen_init = subprocess.Popen.__init__
+
+
+def _guard_tempo_subprocess(self, args, *rest, **kwargs):
+    if _running and _running[-1].get_closest_marker("slow") is None and launches_tempo(args):
+        pytest.fail(f"{_running[-1].nodeid} launches `{' '.join(map(str, args))[:120]}`: tests that launch tempo "
+                    "commands belong to the slow tier, mark them @pytest.mark.slow (docs/development.md)",
+                    pytrace=False)
+    _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _guard_tempo_subprocess
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running.append(item)
+    try:
+        yield
+    finally:
+        _running.pop()
 
 # A CPU-sized run of the default pipeline: small synthetic set, 4 segments of 32 px.
 TINY = [
@@ -114,3 +176,12 @@ def assert_counted_accuracy(metrics: dict, prefix: str, videos: int) -> None:
     top1, top5 = metrics[f"{prefix}/top1"], metrics[f"{prefix}/top5"]
     assert top1 * videos == pytest.approx(round(top1 * videos), abs=1e-4), (top1, videos)
     assert top1 <= top5 + 1e-6
+
+
+def evaluate(tmp_path: Path, cache: Path, *overrides: str) -> dict:
+    """`tempo.evaluate` in-process with `overrides` as the command line (Hydra's task overrides)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"paths.output_dir={tmp_path / 'eval'}", *overrides])
+    from tempo.evaluate import run
+
+    return run(cfg, overrides=list(overrides))

@@ -15,11 +15,11 @@ from PIL import Image
 from torch import nn
 
 from tempo.analysis.gradcam import GAP, HEADER, class_activation
-from tempo.data.encode import write_video
 from tempo.demo import run as demo
 from tempo.run.config import ConfigError
 from tempo.train import run as train
 from tests.conftest import CONF_DIR
+from tests.video_files import moving_square
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,16 +36,6 @@ class TinyConv3d(nn.Module):
 
     def forward(self, video: torch.Tensor) -> dict:
         return {"logits": self.fc(self.pool(self.features(video)).flatten(1))}
-
-
-def moving_square(path: Path, frames: int = 20, size: int = 48) -> Path:
-    video = []
-    for t in range(frames):
-        frame = np.full((size, size, 3), 30, np.uint8)
-        x = 4 + t
-        frame[16:32, x:x + 14] = (220, 200, 40)
-        video.append(frame)
-    return write_video(path, video, fps=10)
 
 
 @pytest.fixture(scope="module")

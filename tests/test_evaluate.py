@@ -22,7 +22,7 @@ from tempo.run.config import ConfigError
 from tempo.run.predictions import confusion_matrix, most_confused, per_class_accuracy, plot_confusion
 from tempo.run.restore import load_module
 from tempo.train import run as train
-from tests.conftest import CONF_DIR, TINY
+from tests.conftest import CONF_DIR, TINY, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
@@ -40,13 +40,6 @@ def evaluate_cfg(tmp_path: Path, cache: Path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("evaluate", overrides=[f"paths.output_dir={tmp_path / 'eval'}", f"paths.cache_dir={cache}",
                                               *TINY, "model=tcm", *overrides])
-
-
-def evaluate(tmp_path: Path, cache: Path, *overrides: str) -> dict:
-    """`tempo.evaluate` in-process with `overrides` as the command line (Hydra's task overrides)."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"paths.output_dir={tmp_path / 'eval'}", *overrides])
-    return run(cfg, overrides=list(overrides))
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -164,6 +157,7 @@ def test_confusion_outputs_at_8_and_174_classes(tmp_path):
         assert width >= 1500 if k > 30 else width < 1500  # large: matrix + most-confused pairs side by side
 
 
+@pytest.mark.slow
 def test_cli_writes_csv_and_png_for_eight_strides(tiny_checkpoint, tmp_path, synthetic_cache):
     run_dir = tmp_path / "eval_cli"
     res = cli("tempo.evaluate", f"ckpt_path={tiny_checkpoint}", "eval.tempo_strides=[1,2,3,4,5,6,7,8]",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tempo.run.schedules import Cosine, MultiStep, Plateau, Span, Step, build_scheduler
-from tests.test_module import batch, batches, make_module, one_hot
+from tests.module_fixtures import batch, batches, make_module, one_hot
 
 BASE = 0.1
 STEPS_PER_EPOCH = 4

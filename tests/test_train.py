@@ -143,6 +143,7 @@ def _cli(args, cwd, timeout=600):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_unknown_option_lists_choices(tmp_path):
     res = _cli(["model=nonexistent"], cwd=tmp_path)
     assert res.returncode != 0

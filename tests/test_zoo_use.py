@@ -20,9 +20,8 @@ from tempo.models.zoo.reading import CheckpointError
 from tempo.run.released import convert
 from tempo.run.restore import ReindexedClasses, match_classes
 from tempo.train import run as train
-from tests.conftest import CONF_DIR
-from tests.test_evaluate import evaluate
-from tests.test_zoo import convert_cfg, fixture, save_release
+from tests.conftest import CONF_DIR, evaluate
+from tests.zoo_releases import convert_cfg, fixture, save_release
 from tests.zoo_weights import seeded_state
 
 
@@ -168,7 +167,7 @@ def test_kinetics400_names_are_the_400_sorted_categories():
 
 def test_demo_test_views_read_the_protocols_views(tmp_path):
     from tempo.demo import read_clip
-    from tests.test_demo import moving_square
+    from tests.video_files import moving_square
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         config = compose("train", overrides=["test_views=1x10", "dataset.input_size=32"])

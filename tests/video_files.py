@@ -92,3 +92,13 @@ def make_videos(root: Path) -> dict[str, Path]:
         out[name] = (write_packed_bframes_avi(root / file, frames, **kwargs) if packed
                      else write_video(root / file, frames, fps=25, **kwargs))
     return out
+
+
+def moving_square(path: Path, frames: int = 20, size: int = 48) -> Path:
+    video = []
+    for t in range(frames):
+        frame = np.full((size, size, 3), 30, np.uint8)
+        x = 4 + t
+        frame[16:32, x:x + 14] = (220, 200, 40)
+        video.append(frame)
+    return write_video(path, video, fps=10)

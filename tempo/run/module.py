@@ -24,9 +24,17 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
+from tempo.data.resumable import epoch_progress
 from tempo.run.divergence import NonFiniteLossCheck, check_finite_weights
 from tempo.run.losses import CrossEntropy
-from tempo.run.metrics import BranchAccuracy, EpochMean, EpochMeans, accuracy_metrics
+from tempo.run.metrics import (
+    BranchAccuracy,
+    EpochMean,
+    EpochMeans,
+    accuracy_metrics,
+    restore_running_states,
+    running_states,
+)
 from tempo.run.schedules import Plateau, PlateauStep, build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
@@ -187,6 +195,29 @@ class RecognitionModule(L.LightningModule):
         # callbacks read the metric first (it is computed once, on every process)
         value = self.trainer.callback_metrics.get("train/decode_failures")
         self.decode_failures += int(round(float(value))) if value is not None else 0
+
+    # -- mid-epoch checkpoints ------------------------------------------------------------
+    def _running_metrics(self) -> dict:
+        return {"top1": self.train_top1, "failures": self.train_failures,
+                **{f"loss.{name}": metric for name, metric, _ in self.train_losses.items()}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint saved within an epoch carries the epoch's running training metrics (a resume
+        continues their sums) and every checkpoint the run's decode-failure count."""
+        checkpoint["decode_failures"] = self.decode_failures
+        trainer = self._trainer
+        if trainer is not None and trainer.training and (progress := epoch_progress(trainer))[0] < progress[1]:
+            checkpoint["running_train_metrics"] = running_states(self._running_metrics())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None or self._trainer.state.fn != "fit":
+            return  # testing the best checkpoint after fitting keeps the whole run's count
+        self.decode_failures = int(checkpoint.get("decode_failures", 0))
+        states = checkpoint.get("running_train_metrics")
+        if states:
+            for name in (n.removeprefix("loss.") for n in states if n.startswith("loss.")):
+                self.train_losses.update({name: torch.zeros((), device=self.device)}, 0)  # the term's metric, empty
+            restore_running_states(self._running_metrics(), states)
 
     @staticmethod
     def scored_outputs(outputs: dict) -> dict[str, torch.Tensor]:
