@@ -10,9 +10,12 @@ pipeline costs), interleaved clip by clip in the same run. tempo is timed twice:
 packet index (a video's first epoch) and with one (every later epoch; `tempo.prepare` stores it
 when it converts). Printed per format: clips/s, tempo/decord on the same files, the speed-up over
 decord on the ORIGINAL files (what a peer pays), disk size vs the originals, speed-up per unit of
-disk, PSNR against the original frames, and the share of a clip's decode time spent opening.
+disk, PSNR against the original frames, and the share of a clip's decode time spent opening; then
+whether `format=fast` meets issue 24's goal, and the frontier: for each PSNR floor (34, 36, 38 dB) the
+fastest format within 2× and 3× the originals' disk.
 
-`python benchmarks/bench_pipeline.py [--videos 3] [--repeats 2] [--videos-from DIR]` (≈ 2–3 min on 2 cores).
+`python benchmarks/bench_pipeline.py [--videos 3] [--repeats 2] [--videos-from DIR] [--formats a,b]`
+(≈ 5 min for every format on an idle 2-core machine; `--formats` measures fewer).
 """
 
 from __future__ import annotations
@@ -26,69 +29,19 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from tempo.data.convert import FAST_FORMAT, FORMATS, Job, convert_one
+from tempo.data.convert import Job, convert_one
 from tempo.data.encode import write_video
+from tempo.data.formats import FAST_FORMAT, FORMATS, psnr, squared_error
+from tempo.data.kinetics_like import FRAMES, HEIGHT, WIDTH, kinetics_like
 from tempo.data.samplers import SegmentSampler
 from tempo.data.sources import FrameFolderSource, PyAVSource
 from tempo.data.transforms import Compose, HorizontalFlip, MultiScaleCrop, ResizeShortSide
 
-FRAMES, HEIGHT, WIDTH = 300, 256, 340
 TRANSFORM = Compose([ResizeShortSide(256), MultiScaleCrop(224), HorizontalFlip(0.5)])
-TARGET_ORIGINAL, TARGET_PREPARED, MAX_DISK = 1.5, 10.0, 3.0  # issue 11
-
-
-def natural_texture(rng: np.random.Generator, h: int, w: int, alpha: float = 1.3) -> np.ndarray:
-    """(h, w, 3) zero-mean unit-variance texture with a natural image's 1/f^alpha spectrum."""
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None]
-    radius = np.sqrt(fy ** 2 + fx ** 2)
-    radius[0, 0] = 1
-    amplitude = radius ** -alpha
-    amplitude[0, 0] = 0
-    planes = [np.fft.irfft2(amplitude * np.exp(2j * np.pi * rng.uniform(size=amplitude.shape)), s=(h, w))
-              for _ in range(3)]
-    image = np.stack(planes, -1) @ rng.uniform(0.2, 1, (3, 3))  # correlated colour channels
-    return (image - image.mean()) / image.std()
-
-
-def kinetics_like(seed: int, n: int = FRAMES, h: int = HEIGHT, w: int = WIDTH, objects: int = 12):
-    """Hand-held footage: a natural-texture scene under a shaking, zooming, rotating camera, a dozen
-    independently moving textured objects that change shape, flicker, and sensor noise.
-
-    Calibrated on real Kinetics clips (MMAction2's demo clip and test clip, by hand): x264 defaults
-    give ~4 KB/frame with ~40 % non-reference frames, all-intra at the same crf is ~1.8× and JPEG
-    q90 ~9× the original's size (real clips: 1.1–1.9× and 4.6–8.7×). A smooth panning texture, by
-    contrast, compresses so well between frames that every re-encode looks 10–30× larger.
-    """
-    rng = np.random.default_rng(seed)
-    scene = torch.from_numpy(np.clip(128 + 50 * natural_texture(rng, 2 * h, 2 * w), 0, 255).astype(np.float32))
-    scene = scene.permute(2, 0, 1)[None]
-    sprites = []
-    for _ in range(objects):
-        r = int(rng.integers(25, 60))
-        texture = np.clip(128 + 60 * natural_texture(rng, 2 * r, 2 * r) + rng.uniform(-60, 60, 3), 0, 255)
-        sprites.append((r, texture.astype(np.float32), rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.02, 0.08, 2)))
-    shake = np.cumsum(rng.normal(0, 4, (n, 2)), 0) / 200
-    disc = np.arange(-60, 60)
-    for t in range(n):
-        zoom, angle = 0.5 * (1 + 0.08 * np.sin(t / 40 + seed)), 0.03 * np.sin(t / 55)
-        theta = torch.tensor([[zoom * np.cos(angle), -zoom * np.sin(angle), 0.3 * np.sin(t / 90) + shake[t, 0]],
-                              [zoom * np.sin(angle), zoom * np.cos(angle), 0.2 * np.cos(t / 70) + shake[t, 1]]],
-                             dtype=torch.float32)
-        grid = F.affine_grid(theta[None], (1, 3, h, w), align_corners=False)
-        frame = F.grid_sample(scene, grid, align_corners=False)[0].permute(1, 2, 0).numpy().copy()
-        for r, texture, phase, speed in sprites:
-            y0 = int(h / 2 + (h / 2 - r) * np.sin(t * speed[0] + phase[0])) - r
-            x0 = int(w / 2 + (w / 2 - r) * np.sin(t * speed[1] + phase[1])) - r
-            inside = disc[60 - r: 60 + r] ** 2
-            mask = inside[:, None] + inside[None] < r * r * (0.8 + 0.2 * np.sin(t * 0.2))
-            ys, xs = slice(max(y0, 0), min(y0 + 2 * r, h)), slice(max(x0, 0), min(x0 + 2 * r, w))
-            cut = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
-            frame[ys, xs][mask[cut]] = texture[cut][mask[cut]]
-        frame *= 1 + 0.03 * np.sin(t / 15)
-        frame += rng.normal(0, 2, frame.shape)
-        yield np.clip(frame, 0, 255).astype(np.uint8)
+TARGET_ORIGINAL = 1.5  # issue 11
+TARGET_SPEED, TARGET_DISK, TARGET_PSNR = 10.0, 2.0, 36.0  # issue 24: the default prepared format
+FLOORS, DISK_CAPS = (34.0, 36.0, 38.0), (2.0, 3.0)  # the frontier printed
 
 
 def encode_originals(folder: Path, count: int) -> list[Path]:
@@ -102,7 +55,7 @@ def prepare(originals: list[Path], folder: Path, name: str, index_dir: Path) -> 
     out = []
     for src in originals:
         frames = name == "jpeg_frames"
-        dst = folder / name / (src.stem if frames else src.name)
+        dst = folder / name / src.name  # a folder for frames (clip.mp4 and clip.avi stay apart)
         dst.parent.mkdir(parents=True, exist_ok=True)
         result = convert_one(Job(str(src), str(dst), 256, frames, None if frames else name, 90,
                                  "{:05d}.jpg", 1, True, str(index_dir)))
@@ -166,17 +119,15 @@ def open_fraction(make_source, paths, repeats: int = 3) -> float:
     return opened / total
 
 
-def psnr(originals: list[Path], stored: list[Path], make_source, every: int = 10) -> float:
-    """Mean PSNR (dB) of every `every`-th stored frame against the original frame, over the videos
-    whose frame size the conversion kept (NaN when none did: nothing to compare pixel for pixel)."""
+def mean_psnr(originals: list[Path], stored: list[Path], make_source, every: int = 10) -> float:
+    """Mean PSNR (dB) of every `every`-th stored frame against the original frame resized to the stored
+    size as the converter resizes it (pooled squared error over the videos)."""
     errors = []
     for original, path in zip(originals, stored, strict=True):
-        reference, source = PyAVSource(original), make_source(path)
-        ids = list(range(0, min(reference.num_frames, source.num_frames), every))
-        a, b = reference.read(ids).float(), source.read(ids).float()
-        if a.shape == b.shape:
-            errors.append(((a - b) ** 2).mean().item())
-    return 10 * np.log10(255 ** 2 / max(np.mean(errors), 1e-12)) if errors else float("nan")
+        source = make_source(path)
+        ids = list(range(0, min(PyAVSource(original).num_frames, source.num_frames), every))
+        errors.append(squared_error(original, source.read(ids).numpy(), ids))
+    return psnr(float(np.mean(errors)))
 
 
 def measure(stored: dict[str, list[Path]], index_dir: Path, repeats: int) -> list[tuple]:
@@ -190,7 +141,7 @@ def measure(stored: dict[str, list[Path]], index_dir: Path, repeats: int) -> lis
             for path in paths:  # as after one epoch (or tempo.prepare): the index is stored
                 PyAVSource(path, index_dir=index_dir).close()
         rate = clips_per_s(sources, paths, repeats)
-        quality = psnr(originals, paths, sources["warm"]) if name != "original" else float("inf")
+        quality = mean_psnr(originals, paths, sources["warm"]) if name != "original" else float("inf")
         rows.append((name, rate, disk_size(paths) / disk_size(originals), quality,
                      open_fraction(sources["warm"], paths)))
     return rows
@@ -210,15 +161,30 @@ def report(rows: list[tuple]) -> None:
           "tempo.prepare's output; 1st epoch: building the index as well; decord: same files, same frames; "
           "vs orig decord: against decord on the original files; per byte: that speed-up over the disk "
           "ratio; open share: opening the source, share of decode time)")
-    by_name = {name: (rate["warm"] / base, size) for name, rate, size, _, _ in rows}
-    original, (fast, disk) = by_name["original"][0], by_name[FAST_FORMAT]
+    figures = {name: (rate["warm"] / base, size, quality) for name, rate, size, quality, _ in rows}
+    original = figures["original"][0]
     print(f"\ntarget original files ≥ {TARGET_ORIGINAL}×: {original:.2f}× "
-          f"({'met' if original >= TARGET_ORIGINAL else 'MISSED'}); target default tempo.prepare ≥ "
-          f"{TARGET_PREPARED}× at ≤ {MAX_DISK}× disk: {fast:.1f}× at {disk:.2f}× "
-          f"({'met' if fast >= TARGET_PREPARED and disk <= MAX_DISK else 'MISSED'})")
-    within = {n: v for n, v in by_name.items() if v[1] <= MAX_DISK and n != "original"}
-    best = max(within, key=lambda n: within[n][0] / within[n][1]) if within else None
-    print(f"fastest per byte within {MAX_DISK}× disk: {best} (format=fast writes {FAST_FORMAT})")
+          f"({'met' if original >= TARGET_ORIGINAL else 'MISSED'})")
+    if FAST_FORMAT in figures:
+        speed, disk, quality = figures[FAST_FORMAT]
+        met = speed >= TARGET_SPEED and disk <= TARGET_DISK and quality >= TARGET_PSNR
+        print(f"goal of format=fast ({FAST_FORMAT}): ≥ {TARGET_SPEED:.0f}× at ≤ {TARGET_DISK:.0f}× disk and ≥ "
+              f"{TARGET_PSNR:.0f} dB: {speed:.1f}× at {disk:.2f}× and {quality:.1f} dB "
+              f"({'met' if met else 'MISSED'})")
+    frontier(figures)
+
+
+def frontier(figures: dict[str, tuple[float, float, float]]) -> None:
+    """For each PSNR floor and disk cap: the fastest stored format that keeps both."""
+    print(f"\nfrontier: the fastest format (× decord on the originals) with PSNR ≥ floor\n{'PSNR floor':<11}"
+          + "".join(f"{f'within {cap:.0f}× disk':>28}" for cap in DISK_CAPS))
+    for floor in FLOORS:
+        cells = []
+        for cap in DISK_CAPS:
+            kept = {n: v for n, v in figures.items() if n != "original" and v[1] <= cap and v[2] >= floor}
+            best = max(kept, key=lambda n: kept[n][0]) if kept else None
+            cells.append(f"{best} {kept[best][0]:.1f}× {kept[best][1]:.2f}×" if best else "none")
+        print(f"{floor:>7.0f} dB" + "".join(f"{c:>28}" for c in cells))
 
 
 def main() -> None:
@@ -226,6 +192,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--videos-from", type=Path, help="time these real videos instead of encoding some")
+    parser.add_argument("--formats", default=",".join([*FORMATS, "jpeg_frames"]),
+                        help="comma-separated stored formats to measure (default: all, and JPEG folders)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one DataLoader worker's view
     sys.stdout.reconfigure(line_buffering=True)  # progress shows under `make bench` pipes too
@@ -238,7 +206,7 @@ def main() -> None:
         else:
             originals = encode_originals(tmp, args.videos)
         stored = {"original": originals}
-        for name in (*FORMATS, "jpeg_frames"):
+        for name in args.formats.split(","):
             stored[name] = prepare(originals, tmp, name, tmp / "packet_index")
         what = f"{len(originals)} videos from {args.videos_from}" if args.videos_from else \
             f"encoded {args.videos} videos {WIDTH}x{HEIGHT}x{FRAMES}"

@@ -14,7 +14,8 @@ Reads the dataset's official annotations exactly as training does, then checks e
 Options convert the ok videos to a new root (same relative paths, so the same annotations
 read them): `resize_short_side=256` re-encodes with PyAV (`gop=` sets a short keyframe
 interval for fast seeking); `format=fast` re-encodes (short side 256 unless set) into the
-stored format `make bench` measured fastest per byte (`tempo.data.convert.FAST_FORMAT`: all-intra);
+stored format benchmarks/bench_pipeline.py measured best at training quality
+(`tempo.data.formats.FAST_FORMAT`; every format, measured: docs/datasets-formats.md);
 `extract_frames=true` writes JPEG folders named after each video
 file (read them with `dataset.root=<new root> dataset.backend=frames`). Checks run in threads,
 conversions in `workers` processes.
@@ -42,15 +43,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tempo import CONF_DIR
-from tempo.data.convert import (
-    FAST_FORMAT,
-    FAST_SHORT_SIDE,
-    FAST_TRADE_OFF,
-    FORMATS,
-    Job,
-    convert_one,
-    default_output_root,
-)
+from tempo.data.convert import Job, convert_one, default_output_root
+from tempo.data.formats import FAST_FORMAT, FAST_SHORT_SIDE, FORMATS, describe
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.paths import dataset_path_problem
 from tempo.data.records import VideoRecord
@@ -264,8 +258,8 @@ def convert(cfg: DictConfig, checks: dict[str, Check], root: str, run_dir: Path)
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
     what = "extracting frames of" if frames else f"re-encoding (short side {short_side})"
     if encoding is not None and not frames:
-        console.print(f"format={cfg.format}: writing {encoding}"
-                      + (f" ({FAST_TRADE_OFF})" if encoding == FAST_FORMAT else ""), highlight=False)
+        console.print(f"format={cfg.format}: writing {describe(encoding)}, short side {short_side}",
+                      highlight=False)
     results = run_parallel(convert_one, jobs, int(cfg.workers), f"{what} {len(jobs)} videos", processes=True)
     written = {dst: n for dst, n in results if isinstance(n, int)}
     failed = {dst: n for dst, n in results if not isinstance(n, int)}

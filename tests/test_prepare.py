@@ -139,22 +139,25 @@ def test_prepare_resizes_and_extracts_frames(tmp_path):
 
 
 def test_prepare_format_fast_writes_the_fast_format_and_stores_its_index(tmp_path, capsys):
-    """`format=fast` alone re-encodes to the benchmark's choice (all-intra), stores each video's packet
-    index for training, and the sparse decoder reads it exactly; `format=sparse_b16` writes
-    non-reference B-frames between anchors."""
+    """`format=fast` alone re-encodes to the benchmark's choice (a keyframe every 4 frames, P-frames
+    between), prints its measured figures, stores each video's packet index for training, and the
+    sparse decoder reads it exactly; `format=sparse_b16` writes non-reference B-frames between anchors."""
     import av
 
-    from tempo.data.convert import FAST_FORMAT
+    from tempo.data.formats import FAST_FORMAT, FORMATS, MEASURED
     from tempo.data.packet_store import PacketIndexStore
     from tempo.data.sources import PyAVSource
 
     root, ann = make_ucf101(tmp_path / "data", num_classes=1)
     data = ["dataset=ucf101", f"root={root}", f"annotations={ann}", "subsets=[train]"]
     report = run(compose_prepare(tmp_path, *data, "format=fast", "resize_short_side=16"))
-    assert FAST_FORMAT == "intra" and "writing intra" in capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"writing {FAST_FORMAT}" in printed and f"{MEASURED[FAST_FORMAT]['real'].psnr:.1f} dB" in printed
     video = next(Path(report["conversion"]["output_root"]).rglob("*.avi"))
     stored = PacketIndexStore(tmp_path / "cache" / "packet_index").load(str(video))
-    assert stored is not None and stored.keyframe.all()  # all-intra, indexed at conversion
+    gop = FORMATS[FAST_FORMAT]["gop"]
+    assert stored is not None  # indexed at conversion
+    assert np.flatnonzero(stored.keyframe).tolist() == list(range(0, len(stored.keyframe), gop))
     with av.open(str(video)) as container:
         full = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     source = PyAVSource(video, index_dir=tmp_path / "cache" / "packet_index")
@@ -171,6 +174,38 @@ def test_prepare_format_fast_writes_the_fast_format_and_stores_its_index(tmp_pat
         run(compose_prepare(tmp_path, *data, "format=webp"))
     with pytest.raises(PrepareError, match="drop gop="):
         run(compose_prepare(tmp_path, *data, "format=intra", "gop=4"))
+
+
+def test_every_stored_format_has_measured_figures():
+    from tempo.data.formats import FORMATS, MEASURED
+
+    assert set(MEASURED) == set(FORMATS)
+    assert all(set(kinds) == {"calibrated", "real"} for kinds in MEASURED.values())
+
+
+def test_prepared_set_keeps_the_psnr_its_format_promises(tmp_path):
+    """Kinetics-like clips (the benchmark's calibrated content, 12 frames) prepared with `format=fast`
+    stay above the PSNR floor the format promises, on a few frames against their source."""
+    from tempo.data.encode import write_video
+    from tempo.data.formats import FAST_FORMAT, promised_psnr, psnr, squared_error
+    from tempo.data.kinetics_like import kinetics_like
+
+    root, lists = tmp_path / "videos", tmp_path / "lists"
+    lists.mkdir()
+    for seed in range(2):  # encoded like the benchmark's originals (x264 defaults, crf 23)
+        write_video(root / "walking" / f"{seed}.mp4", kinetics_like(seed, n=12), fps=30, preset="medium",
+                    quality=23, gop=250)
+    (lists / "train.txt").write_text("walking/0.mp4 0\nwalking/1.mp4 0\n")
+    report = run(compose_prepare(tmp_path, "dataset=list", f"root={root}", f"annotations={lists}",
+                                 "dataset.num_classes=1", "subsets=[train]", "format=fast",
+                                 f"output_root={tmp_path / 'prepared'}"))
+    assert report["conversion"]["converted"] == 2
+    ids, errors = [0, 3, 7, 10], []
+    for seed in range(2):
+        stored = open_source(tmp_path / "prepared" / "walking" / f"{seed}.mp4", "pyav").read(ids).numpy()
+        assert stored.shape == (4, 256, 340, 3)
+        errors.append(squared_error(root / "walking" / f"{seed}.mp4", stored, ids))
+    assert psnr(float(np.mean(errors))) >= promised_psnr(FAST_FORMAT)
 
 
 def test_prepare_reports_a_text_file_in_a_list_as_broken(tmp_path):

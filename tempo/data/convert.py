@@ -1,4 +1,5 @@
-"""Converting videos into stored formats for training: re-encoded video or JPEG frame folders.
+"""Converting videos into stored formats for training: re-encoded video or JPEG frame folders
+(the formats and what they were measured to cost: `tempo.data.formats`).
 
 `tempo.prepare` runs `convert_one` for every ok video of a dataset in worker processes;
 `benchmarks/bench_pipeline.py` uses the same converter to measure each stored format.
@@ -11,36 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tempo.data.encode import write_video
+from tempo.data.formats import FORMATS
 from tempo.data.manifest import count_images, probe_num_frames
 from tempo.data.sources import PyAVSource
 from tempo.data.sparse_decode import to_rgb
-
-# Stored formats `format=<name>` writes: name -> `tempo.data.encode.write_video` settings (keyframe
-# interval, x264 crf, extra encoder options). benchmarks/bench_pipeline.py measures each.
-# H.264 in MP4 whatever the file's suffix (the same relative paths keep the annotations valid;
-# FFmpeg, decord and PyAV probe the content): MP4 carries B-frame timestamps, AVI does not.
-# crf 23 is x264's default quality (that of the typical original); `tune=fastdecode` drops CABAC and
-# deblocking, which makes decoding faster for some 10 % more bits.
-H264_MP4 = {"codec": "libx264", "container_format": "mp4"}
-FAST_DECODE = {"tune": "fastdecode"}
-SPARSE_B = "bframes=15:b-adapt=0:b-pyramid=none:scenecut=0:ref=1"
-FORMATS: dict[str, dict] = {
-    # the pre-existing `gop=16` re-encode (x264 defaults otherwise: b-pyramid, 3 B-frames)
-    "gop16": {"gop": 16, **H264_MP4},
-    # all-intra: every frame a keyframe, a clip decodes exactly its 8 frames
-    "intra": {"gop": 1, "quality": 23, "options_extra": FAST_DECODE, **H264_MP4},
-    # I/P anchors every 16 frames with 15 non-reference B-frames between them: with the sparse
-    # decoder a target costs its anchors and itself, at a fraction of all-intra's size
-    "sparse_b16": {"gop": 16, "quality": 23, "options_extra": {**FAST_DECODE, "x264-params": SPARSE_B},
-                   **H264_MP4},
-}
-# what `format=fast` writes: the fastest per byte in `make bench` (README, "Data path speed")
-FAST_FORMAT = "intra"
-FAST_TRADE_OFF = ("intra = all-intra H.264, crf 23, tune=fastdecode, short side 256, packet index stored: "
-                  "measured 17x the clips/s of decord on the original files at 1.8x their disk size "
-                  "(make bench's Kinetics-like videos; real Kinetics clips: 11-12x at 1.2x, 35 dB PSNR); "
-                  "sparse_b16 10x at 1.55x, JPEG folders 18x at 9x")
-FAST_SHORT_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -65,8 +40,9 @@ def _scaled(height: int, width: int, short_side: int | None) -> tuple[int, int]:
     return max(2, round(height * scale / 2) * 2), max(2, round(width * scale / 2) * 2)
 
 
-def _rgb_frames(src: str, short_side: int | None):
-    """(fps, iterator of resized RGB uint8 frames) of a video, decoded with PyAV."""
+def _decoded_frames(src: str, short_side: int | None, rgb: bool):
+    """(fps, iterator of resized frames) of a video, decoded with PyAV: RGB uint8 arrays (`rgb`), else
+    yuv420p `av.VideoFrame`s that the encoder takes as they are (no RGB round trip)."""
     import av
 
     container = av.open(src)
@@ -77,7 +53,12 @@ def _rgb_frames(src: str, short_side: int | None):
         with container:
             for frame in container.decode(stream):
                 h, w = _scaled(frame.height, frame.width, short_side)
-                yield to_rgb(frame, w, h)
+                if rgb:
+                    yield to_rgb(frame, w, h)
+                elif (h, w) != (frame.height, frame.width) or frame.format.name != "yuv420p":
+                    yield frame.reformat(w, h, "yuv420p")
+                else:
+                    yield frame
 
     return fps, frames()
 
@@ -89,7 +70,7 @@ def convert_one(job: Job) -> tuple[str, int | str]:
         return job.dst, count_images(job.dst) if job.frames else probe_num_frames(job.dst)
     partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     try:
-        fps, frames = _rgb_frames(job.src, job.short_side)
+        fps, frames = _decoded_frames(job.src, job.short_side, rgb=job.frames)
         if job.frames:
             n = _write_jpegs(partial, frames, job.template, job.start_index, job.quality)
         else:
