@@ -26,6 +26,7 @@ from tempo.data.sources import open_video
 from tempo.data.transforms import Compose
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
+from tempo.run.frontdoor import user_errors
 from tempo.run.restore import load_evaluated
 
 
@@ -92,6 +93,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
+@user_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -38,6 +38,7 @@ from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError, check_config
+from tempo.run.frontdoor import user_errors
 from tempo.run.module import RecognitionModule
 from tempo.run.predictions import (
     PredictionCollector,
@@ -259,6 +260,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@user_errors
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     run(cfg)

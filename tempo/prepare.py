@@ -54,6 +54,8 @@ from tempo.data.convert import (
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.paths import dataset_path_problem
 from tempo.data.records import VideoRecord
+from tempo.errors import ConfigError
+from tempo.run.frontdoor import user_errors
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -61,7 +63,7 @@ console = Console()
 STATUSES = ("ok", "missing", "broken")
 SHOWN = 10  # problem paths printed on the console (all are in the report files)
 
-class PrepareError(ValueError):
+class PrepareError(ConfigError):
     """A configuration problem found before any checking starts."""
 
 
@@ -353,6 +355,7 @@ def _common_root(records: Sequence[VideoRecord]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
+@user_errors
 def main(cfg: DictConfig) -> None:
     report = run(cfg)
     if has_problems(report):

@@ -27,6 +27,7 @@ from tempo.run.callbacks import MetricsHistory, _floats, plot_curves, write_summ
 from tempo.run.checkpoint import RunInfo
 from tempo.run.config import check_config
 from tempo.run.divergence import TrainingDiverged
+from tempo.run.frontdoor import user_errors
 from tempo.run.loggers import finish_runs, logger_callbacks
 from tempo.run.multirun import pin_ddp_ranks_to_job
 from tempo.run.quiet import quiet_startup
@@ -185,6 +186,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@user_errors
 def main(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision("high")
     pin_ddp_ranks_to_job()  # multirun + DDP: extra ranks join this job's folder, not a new sweep

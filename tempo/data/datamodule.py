@@ -24,13 +24,14 @@ from tempo.data.manifest import FrameManifest
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord, check_labels
 from tempo.data.samplers import ConsecutiveSampler
 from tempo.data.transforms import Compose
+from tempo.errors import ConfigError, MissingDataError
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "val", "test")
 
 
-class MissingVideosError(FileNotFoundError):
+class MissingVideosError(MissingDataError):
     pass
 
 
@@ -215,7 +216,7 @@ class VideoDataModule(L.LightningDataModule):
         keywords = getattr(self.reader, "keywords", None) or {}
         for key in ("root", "annotations"):
             if key in keywords and keywords[key] is None:
-                raise ValueError(dataset_path_problem(None, key, None))
+                raise ConfigError(dataset_path_problem(None, key, None))
 
     def _load_records(self, subset: str) -> list[VideoRecord]:
         self._check_reader_paths()
@@ -223,7 +224,7 @@ class VideoDataModule(L.LightningDataModule):
         if self.class_names is None:
             self.class_names = list(parsed.class_names)
         if len(parsed.class_names) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"the {subset} annotations define {len(parsed.class_names)} classes but "
                 f"`dataset.num_classes` is {self.num_classes}; set it to {len(parsed.class_names)}."
             )
@@ -241,9 +242,9 @@ class VideoDataModule(L.LightningDataModule):
         if not records or os.path.isdir(records[0].path) == (self.backend == "frames"):
             return
         if self.backend != "frames":
-            raise ValueError(f"{records[0].path} is a folder (of frames?) but the video backend is "
+            raise ConfigError(f"{records[0].path} is a folder (of frames?) but the video backend is "
                              f"{self.backend!r}; set `dataset.backend=frames` (and the frame name template).")
-        raise ValueError(f"{records[0].path} is not a folder but the backend is 'frames' (JPEG folders); "
+        raise ConfigError(f"{records[0].path} is not a folder but the backend is 'frames' (JPEG folders); "
                          "set `dataset.backend=decord` (or pyav) for video files.")
 
     def _count_frames(self, records: list[VideoRecord], subset: str) -> list[VideoRecord]:

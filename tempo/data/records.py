@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tempo.errors import MissingDataError, UserError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(UserError, ValueError):
     """An annotation file is malformed; the message names the file and line."""
 
 
@@ -68,7 +70,7 @@ def read_list(
     """
     list_file = Path(list_file)
     if not list_file.is_file():
-        raise FileNotFoundError(f"annotation list {list_file} does not exist; check `dataset.annotations`.")
+        raise MissingDataError(f"annotation list {list_file} does not exist; check `dataset.annotations`.")
     n_numeric = {"video": 1, "frames": 2}[kind]
     expected = "<path> <label>" if kind == "video" else "<frame_dir> <num_frames> <label>"
     records = []

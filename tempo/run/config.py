@@ -8,10 +8,9 @@ import torch
 from omegaconf import DictConfig
 
 from tempo.data.paths import DATASET_PATHS, dataset_path_problem
+from tempo.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    pass
+__all__ = ["ConfigError", "check_config"]
 
 
 def _check_required(cfg: DictConfig) -> None:
