@@ -1,6 +1,7 @@
 """`python -m tempo.report <multirun dir>`: one table (and bar plot) of a sweep's jobs.
 
-Reads every `<job>/summary.json` and `<job>/.hydra/overrides.yaml` under the folder, prints
+Reads every `<job>/summary.json` and `<job>/.hydra/overrides.yaml` under the folder (a job with
+overrides but no summary yet is listed as `unfinished`, its metrics empty), prints
 a table of the swept overrides with best validation and test accuracy, params/GMACs per clip,
 wall time and, for multi-branch networks, each branch's top-1 (`test/top1_<branch>`,
 `val/top1_<branch>`), and writes
@@ -23,19 +24,28 @@ METRICS = ("best", "test/top1", "test/top5", "test/mean_class", "wall_time_s", "
 BRANCH_PREFIXES = ("test/top1_", "val/top1_")  # per-branch accuracy of multi-branch networks
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's job folders: those with a summary, and those Hydra started (overrides) that have none."""
+    found = {p.parent for p in sweep_dir.glob("*/summary.json")} | \
+        {p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
+    return sorted(found, key=lambda p: _job_key(p.name))
+
+
 def job_rows(sweep_dir: Path) -> list[dict]:
     rows = []
-    for summary_path in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_key(p.parent.name)):
-        summary = json.loads(summary_path.read_text())
-        overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
+    for job in job_dirs(sweep_dir):
+        summary_path = job / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "unfinished"}
+        overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         complexity = summary.get("complexity") or {}
         test, final = summary.get("test") or {}, summary.get("final") or {}
         branches = {k: v for k, v in {**final, **test}.items() if k.startswith(BRANCH_PREFIXES)}
         rows.append({
-            "job": summary_path.parent.name,
+            "job": job.name,
+            "status": summary.get("status", "completed"),  # summaries older than the field completed
             "overrides": overrides,
-            "best": summary["best"]["value"],
+            "best": (summary.get("best") or {}).get("value"),
             **{k: test.get(k) for k in METRICS[1:4]},
             "wall_time_s": summary.get("wall_time_s"),
             "params": complexity.get("params"),
@@ -68,11 +78,12 @@ def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]])
     branches = branch_columns(rows)
     with open(sweep_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", *columns, *METRICS, *branches])
+        writer.writerow(["job", *columns, *METRICS, *branches, "status"])
         for row, axis in zip(rows, axes, strict=True):
             writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS),
-                             *(row["branches"].get(b) for b in branches)])
-    head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches]
+                             *(row["branches"].get(b) for b in branches), row["status"]])
+    head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches,
+            "status"]
     lines = ["| job | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for row, axis in zip(rows, axes, strict=True):
         lines.append(f"| {row['job']} | " + " | ".join([*(axis.get(c, "") for c in columns), *_cells(row, branches)])
@@ -82,11 +93,11 @@ def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]])
 
 
 def _cells(row: dict, branches: list[str]) -> list[str]:
-    """best, test top-1/5, params (M), GMACs, wall time, then the branches' accuracies, as printed."""
+    """best, test top-1/5, params (M), GMACs, wall time, the branches' accuracies, status, as printed."""
     params = "" if row["params"] is None else f"{row['params'] / 1e6:.2f}"
     gmacs = "" if row["gmacs"] is None else f"{row['gmacs']:.2f}"
     return [_pct(row["best"]), _pct(row["test/top1"]), _pct(row["test/top5"]), params, gmacs,
-            _duration(row["wall_time_s"]), *(_pct(row["branches"].get(b)) for b in branches)]
+            _duration(row["wall_time_s"]), *(_pct(row["branches"].get(b)) for b in branches), row["status"]]
 
 
 def _duration(seconds) -> str:
@@ -107,8 +118,8 @@ def _plot(path: Path, rows: list[dict], axes: list[dict[str, str]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.items()) or r["job"]
-              for r, a in zip(rows, axes, strict=True)]
+    labels = [(", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.items()) or r["job"])
+              + ("" if r["status"] == "completed" else f" ({r['status']})") for r, a in zip(rows, axes, strict=True)]
     values = [100 * (r["best"] or 0) for r in rows]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
     ax.bar(range(len(rows)), values)
@@ -125,20 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = job_rows(args.sweep_dir)
     if not rows:
-        print(f"no */summary.json under {args.sweep_dir}: is it a multirun folder of finished jobs?",
-              file=sys.stderr)
-        return 1
+        print(f"error: no job folders (*/summary.json or */.hydra/overrides.yaml) under {args.sweep_dir}: "
+              "pass a multirun folder, e.g. outputs/multirun/<date>/<time>", file=sys.stderr)
+        return 2  # the user's to fix, as the other commands' configuration errors
     axes = swept_overrides(rows)
     write_outputs(args.sweep_dir, rows, axes)
     columns = sorted({k for a in axes for k in a})
     branches = branch_columns(rows)
     table = Table(title=f"sweep {args.sweep_dir}")
     for c in ["job", *columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time",
-              *branches]:
+              *branches, "status"]:
         table.add_column(c)
     for row, axis in zip(rows, axes, strict=True):
         table.add_row(row["job"], *(axis.get(c, "") for c in columns), *_cells(row, branches))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a file or pipe: the whole table, not rich's 80 columns
+        console.width = max(console.width, 240)
+    console.print(table)
     print(f"written: {args.sweep_dir / 'report.csv'}, report.md, report.png")
     return 0
 

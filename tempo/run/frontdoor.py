@@ -39,7 +39,8 @@ def user_error(err: BaseException) -> UserError | None:
 
 def log_files() -> list[str]:
     """The files the root logger writes to (Hydra's `<run dir>/<command>.log`)."""
-    return [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return [h.baseFilename for h in logging.getLogger().handlers
+            if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
 
 
 def report(err: UserError) -> None:
