@@ -42,19 +42,26 @@ class VideoRecord:
         return max(end - self.start, 0)
 
 
+def out_of_range(records: list[VideoRecord], num_classes: int) -> list[VideoRecord]:
+    """Records whose label is outside [0, num_classes) (-1 = unlabelled is not)."""
+    return [r for r in records if r.label != -1 and not 0 <= r.label < num_classes]
+
+
 def check_labels(records: list[VideoRecord], num_classes: int, source: str) -> None:
     """Fail early if any label is outside [0, num_classes) (-1 = unlabelled is fine).
 
     The error names the annotation file and 1-based line of the record (`VideoRecord.origin`); records
     without an origin are named by `source` and their position in the list.
     """
-    for i, rec in enumerate(records):
-        if rec.label != -1 and not 0 <= rec.label < num_classes:
-            where = rec.origin or f"{source}: record {i}"
-            raise AnnotationError(
-                f"{where} ({rec.path}) has label {rec.label}, outside [0, {num_classes}). "
-                "Check `dataset.num_classes` or the annotation file."
-            )
+    bad = out_of_range(records, num_classes)
+    if bad:
+        rec = bad[0]
+        where = rec.origin or f"{source}: record {records.index(rec)}"
+        raise AnnotationError(
+            f"{where} ({rec.path}) has label {rec.label}, outside [0, {num_classes})"
+            + (f" ({len(bad)} such records)" if len(bad) > 1 else "")
+            + ". Check `dataset.num_classes` or the annotation file."
+        )
 
 
 def read_list(
@@ -95,6 +102,11 @@ def read_list(
             )
         path_part = line.rsplit(None, n_numeric)[0].strip()
         nums = [int(f) for f in fields[-n_numeric:]]
+        if nums[-1] < 0:  # official test sets may be unlabelled; a list has no such label
+            raise AnnotationError(
+                f"{list_file}:{lineno}: label {nums[-1]} for {path_part}; a list's labels are class "
+                "indices 0 … K-1: give the video its class or remove the line."
+            )
         path = str(Path(root) / path_part) if root else path_part
         origin = f"{list_file}:{lineno}"
         if kind == "video":
