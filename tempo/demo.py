@@ -1,7 +1,9 @@
 """`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true]`: classify one video with a checkpoint.
 
 The network, class names, frame sampling and centre crop are the checkpoint's (its training config,
-`tempo.run.checkpoint`); the video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
+`tempo.run.checkpoint`); a video larger than the training frames is first resized to their scale (the short side of
+`dataset.short_side`, or the synthetic set's frame size), as its validation transforms expect, and the demo prints
+what it did to the frames. The video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
 either reads). Prints the top-k classes with their probabilities and writes them to `<run dir>/prediction.json`;
 `gradcam=true` also writes `<run dir>/gradcam.png`: the sampled frames and, below them, the Grad-CAM map of the
 top class overlaid (`tempo.analysis.gradcam`, the same for 2D and 3D networks).
@@ -23,21 +25,57 @@ from tempo.analysis.visualize import frame_indices, to_uint8
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
 from tempo.data.sources import open_video
-from tempo.data.transforms import Compose
+from tempo.data.transforms import Compose, ResizeShortSide
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
 from tempo.run.frontdoor import user_errors
 from tempo.run.restore import load_evaluated
 
 
+class FrameSize:
+    """A transform that records the (height, width) of the frames passing it."""
+
+    size: tuple[int, int] | None = None
+
+    def __call__(self, sample: dict) -> dict:
+        self.size = tuple(sample["video"].shape[-2:])
+        return sample
+
+
+def training_short_side(config: DictConfig) -> int | None:
+    """The short side of the frames the checkpoint trained on: `dataset.short_side`, else the synthetic set's
+    frame size (`dataset.datamodule.reader.size`); None when the config says neither."""
+    reader = config.dataset.datamodule.get("reader") or {}
+    return config.dataset.get("short_side") or reader.get("size")
+
+
+def demo_transforms(config: DictConfig) -> tuple[list, str]:
+    """The checkpoint's validation transforms, with a resize to the training scale in front when they have none
+    (the synthetic set trains on its own small frames: a real clip's centre crop would be a small patch), and
+    what they do, in words."""
+    transforms = [instantiate(t) for t in config.dataset.datamodule.val_transforms if t is not None]
+    side = training_short_side(config)
+    added = ""
+    if side and not any(type(t).__name__.startswith("Resize") for t in transforms):
+        transforms.insert(0, ResizeShortSide(int(side)))
+        added = f" (resize added: the checkpoint trained on frames of short side {side})"
+    steps = " → ".join(f"{type(t).__name__}({getattr(t, 'size', '')})" for t in transforms)
+    return transforms, steps + added
+
+
 def read_clip(config: DictConfig, path: str) -> torch.Tensor:
-    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset."""
+    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset (see
+    `demo_transforms`); prints what was done to the frames."""
     source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
     datamodule = config.dataset.datamodule
-    transforms = [instantiate(t) for t in datamodule.val_transforms if t is not None]
+    transforms, steps = demo_transforms(config)
+    probe = FrameSize()
     dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], instantiate(datamodule.sampler),
-                           Compose(transforms), backend="decord")
-    return dataset.load(0, None)["video"]
+                           Compose([probe, *transforms]), backend="decord")
+    clip = dataset.load(0, None)["video"]
+    height, width = probe.size
+    print(f"frames {width}×{height}: {steps}")
+    return clip
 
 
 def pick_device(name: str) -> torch.device:
