@@ -133,3 +133,18 @@ def test_every_command_prints_a_user_error_without_traceback(module, args, messa
 def test_report_on_a_folder_without_jobs_exits_2(tmp_path):
     res = _command("tempo.report", [str(tmp_path)], tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "summary.json" in res.stderr
+
+
+def test_loader_defaults_fit_the_machine(tmp_path, monkeypatch):
+    """dataset=list asks for 8 workers and pinned memory; on a 2-CPU machine without GPU torch warned thrice."""
+    import torch
+    from hydra.utils import instantiate
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = compose_config(["dataset=list", "dataset.root=/videos", "dataset.annotations=/lists",
+                          "dataset.num_classes=2"], tmp_path)
+    assert cfg.dataset.num_workers == 8 and cfg.dataset.datamodule.pin_memory is None
+    datamodule = instantiate(cfg.dataset.datamodule)
+    assert datamodule.num_workers == 2 and datamodule.pin_memory == torch.cuda.is_available()
+    pinned = instantiate(cfg.dataset.datamodule, num_workers=1, pin_memory=True)
+    assert pinned.num_workers == 1 and pinned.pin_memory is True

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
@@ -101,6 +102,16 @@ def report_broken(failures: dict[str, str], subset: str, report_dir: str | Path 
     return report
 
 
+def usable_workers(requested: int) -> int:
+    """`requested` loader workers, at most the CPUs this process may use (torch warns beyond that, and
+    the extra processes only compete for the same cores); says so when it lowers the number."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested <= cpus:
+        return requested
+    log.info("dataset.num_workers=%d lowered to %d, the CPUs available here", requested, cpus)
+    return cpus
+
+
 def common_root(records: Sequence[VideoRecord]) -> str:
     """The deepest folder holding every record (the manifest's key root)."""
     root = os.path.commonpath([os.path.abspath(r.path) for r in records])
@@ -126,6 +137,8 @@ class VideoDataModule(L.LightningDataModule):
         e.g. `ConsecutiveSampler` for all-windows testing.
     test_subset: which annotation subset the test stage reads ("val" where the official
         test set is unlabelled: Kinetics, Something-Something).
+    num_workers: loader processes, at most the CPUs this process may use (more only slow it down);
+    pin_memory: None = pinned when CUDA is available.
     manifest: fill frame counts from a `FrameManifest` cached in `manifest_dir` (probed once,
         in `manifest_workers` threads); `root` is its key (default: the records' common folder).
     """
@@ -145,7 +158,7 @@ class VideoDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         test_batch_size: int | None = None,
         num_workers: int = 2,
-        pin_memory: bool = True,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         backend: str = "pyav",
@@ -173,8 +186,8 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.test_batch_size = test_batch_size or 1
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.num_workers = usable_workers(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor
         self.backend = backend
