@@ -28,7 +28,8 @@ from tempo.data.sources import open_video
 from tempo.data.transforms import Compose, ResizeShortSide
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
-from tempo.run.frontdoor import user_errors
+from tempo.run.frontdoor import to_log_file, user_errors
+from tempo.run.quiet import quiet_startup
 from tempo.run.restore import load_evaluated
 
 
@@ -75,6 +76,7 @@ def read_clip(config: DictConfig, path: str) -> torch.Tensor:
     clip = dataset.load(0, None)["video"]
     height, width = probe.size
     print(f"frames {width}×{height}: {steps}")
+    to_log_file(f"{path}: frames {width}×{height}: {steps}")
     return clip
 
 
@@ -88,6 +90,7 @@ def pick_device(name: str) -> torch.device:
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Top-k of `cfg.video` (and the Grad-CAM strip with `cfg.gradcam`); returns what prediction.json holds."""
+    quiet_startup()
     if not cfg.get("video"):
         raise ConfigError("video is required: python -m tempo.demo ckpt_path=<ckpt> video=<file>")
     if not Path(str(cfg.video)).is_file():
@@ -112,8 +115,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     top = [{"class": names[c], "index": c, "score": float(v)}
            for c, v in zip(classes.tolist(), values.tolist(), strict=True)]
     prediction = {"video": str(cfg.video), "checkpoints": [str(p) for p in paths], "top": top}
-    for rank, entry in enumerate(prediction["top"], 1):
-        print(f"{rank}. {entry['class']:<40s} {entry['score']:.4f}")
+    lines = [f"{rank}. {entry['class']:<40s} {entry['score']:.4f}" for rank, entry in enumerate(prediction["top"], 1)]
+    print("\n".join(lines))
+    to_log_file("top classes:\n" + "\n".join(lines))
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.gradcam:

@@ -39,7 +39,7 @@ from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError, check_config
-from tempo.run.frontdoor import user_errors
+from tempo.run.frontdoor import to_log_file, user_errors
 from tempo.run.module import RecognitionModule
 from tempo.run.predictions import (
     PredictionCollector,
@@ -49,6 +49,7 @@ from tempo.run.predictions import (
     plot_confusion,
     write_predictions,
 )
+from tempo.run.quiet import quiet_startup
 from tempo.run.restore import ckpt_paths, load_evaluated
 
 log = logging.getLogger(__name__)
@@ -208,10 +209,12 @@ def test_protocol(config: DictConfig, module: RecognitionModule, datamodule: Vid
         print(f"ensemble of {len(members)} ({config.dataset.test_reduce} averaged):")
         for m in members:
             print(f"  {m['weight']:.3f} × {m['model']} ({m['frames']} frames)  {m['checkpoint']}")
-    print(f"test ({report['videos']} videos, {config.dataset.get('test_views')} views): top-1 "
-          f"{100 * report['top1']:.2f}  top-5 {100 * report['top5']:.2f}  mean class "
-          f"{100 * report['mean_class']:.2f}{branches}  excluded {len(excluded)}")
-    print(f"wrote {run_dir / 'eval.json'}  {run_dir / 'predictions.csv'}  {run_dir / 'confusion.png'}")
+    result = (f"test ({report['videos']} videos, {config.dataset.get('test_views')} views): top-1 "
+              f"{100 * report['top1']:.2f}  top-5 {100 * report['top5']:.2f}  mean class "
+              f"{100 * report['mean_class']:.2f}{branches}  excluded {len(excluded)}\n"
+              f"wrote {run_dir / 'eval.json'}  {run_dir / 'predictions.csv'}  {run_dir / 'confusion.png'}")
+    print(result)
+    to_log_file(result)
     return report
 
 
@@ -238,6 +241,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Evaluate `cfg.ckpt_path` (one checkpoint or a list: an ensemble) with its own training config and
     the command line's `overrides` (Hydra's when None): the test protocol (eval.json, predictions.csv,
     confusion.png), optionally the tempo-robustness curve and attention strips."""
+    quiet_startup()
     ckpt_paths(cfg)
     overrides = task_overrides() if overrides is None else list(overrides)
     save_attention = int(cfg.eval.get("save_attention") or 0)

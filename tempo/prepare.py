@@ -57,7 +57,7 @@ from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.paths import dataset_path_problem
 from tempo.data.records import VideoRecord, out_of_range
 from tempo.errors import ConfigError
-from tempo.run.frontdoor import user_errors
+from tempo.run.frontdoor import to_log_file, user_errors
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -382,6 +382,7 @@ def run(cfg: DictConfig) -> dict:
         report["manifest"] = str(manifest.path)
     report["conversion"] = convert(cfg, checks, root, run_dir)
     json_path, text_path = write_report(report, run_dir)
+    to_log_file(report_text(report))
     print_summary(report)
     console.print(f"report: {escape(str(text_path))} (and {json_path.name})", highlight=False)
     return report

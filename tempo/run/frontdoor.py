@@ -43,14 +43,20 @@ def log_files() -> list[str]:
             if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
 
 
+def to_log_file(message: str, level: int = logging.INFO) -> None:
+    """`message` into the run's log file only: for what a command already printed on the console (rich tables,
+    results) and would otherwise leave out of `<command>.log`."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def report(err: UserError) -> None:
     """The message on stderr (and in the log files, without echoing it on the console a second time)."""
     message = str(err)
     files = log_files()
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    to_log_file(message, logging.ERROR)
     print(f"error: {message}", file=sys.stderr)
     if files:
         print(f"(log: {', '.join(files)})", file=sys.stderr)
