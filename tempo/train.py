@@ -31,7 +31,7 @@ from tempo.run.frontdoor import user_errors
 from tempo.run.loggers import finish_runs, logger_callbacks
 from tempo.run.multirun import pin_ddp_ranks_to_job
 from tempo.run.quiet import quiet_startup
-from tempo.run.run_info import log_hyperparameters, print_config
+from tempo.run.run_info import log_best_metric, log_hyperparameters, print_config
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def run(cfg: DictConfig) -> dict:
 
     metric = cfg.get("optimized_metric")
     best_score = float(best_score) if best_score is not None else fit_metrics.get(metric)
+    log_best_metric(loggers, best_score, trainer.global_step)
     summary = {
         "status": "completed" if failure is None else "diverged",
         "model": cfg.model.network._target_,

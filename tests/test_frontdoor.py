@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import InstantiationException
@@ -148,3 +149,18 @@ def test_loader_defaults_fit_the_machine(tmp_path, monkeypatch):
     assert datamodule.num_workers == 2 and datamodule.pin_memory == torch.cuda.is_available()
     pinned = instantiate(cfg.dataset.datamodule, num_workers=1, pin_memory=True)
     assert pinned.num_workers == 1 and pinned.pin_memory is True
+
+
+def test_tensorboard_hp_metric_is_the_best_validation_score(tiny_cfg, one_thread):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tempo.train import run
+
+    summary = run(tiny_cfg("logger=tensorboard", "run_test=false"))
+    values = []
+    for events in sorted((Path(summary["run_dir"]) / "tensorboard").rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if "hp_metric" in accumulator.Tags()["scalars"]:
+            values += [e.value for e in accumulator.Scalars("hp_metric")]
+    assert values and values[-1] == pytest.approx(summary["best"]["value"]) and values[-1] != -1
