@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from tempo import CONF_DIR
 from tempo.analysis.counting import profile_network
+from tempo.run.config import check_bounds
 from tempo.run.frontdoor import user_errors
 
 
@@ -67,6 +68,7 @@ def write_report(report: dict, paths: list[Path]) -> None:
 @user_errors
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
+    check_bounds(cfg)  # the typed values training checks (no data is read here, so no path checks)
     report = profile_network(cfg)
     print_report(report)
     paths = [Path(cfg.paths.output_dir) / "profile.json"]
