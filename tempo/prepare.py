@@ -55,7 +55,7 @@ from tempo.data.convert import (
 )
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.paths import dataset_path_problem
-from tempo.data.records import VideoRecord, out_of_range
+from tempo.data.records import VideoRecord, label_findings
 from tempo.errors import ConfigError
 from tempo.run.frontdoor import to_log_file, user_errors
 
@@ -182,29 +182,6 @@ def build_report(name: str, root: str | None, annotations: str | None, records: 
     totals = {s: sum(c.status == s for c in checks.values()) for s in STATUSES}
     return {"dataset": name, "root": root, "annotations": annotations, "num_classes": len(class_names),
             "unique_videos": len(checks), "totals": totals, "subsets": subsets, "annotation_errors": errors}
-
-
-def check_labels(records: dict[str, list[VideoRecord]], class_names: list[str], num_classes: int | None,
-                 trained_subsets: Sequence[str]) -> dict:
-    """The label checks training makes (`VideoDataModule`): per subset the labelled, unlabelled and
-    out-of-range counts, and the problems found (class count vs `dataset.num_classes`, labels outside
-    [0, K), unlabelled videos in a subset training reads)."""
-    problems = []
-    if num_classes is not None and class_names and len(class_names) != num_classes:
-        problems.append(f"the annotations define {len(class_names)} classes but `dataset.num_classes` is "
-                        f"{num_classes}; set it to {len(class_names)}")
-    subsets = {}
-    for subset, recs in records.items():
-        bad = out_of_range(recs, num_classes) if num_classes is not None else []
-        unlabelled = sum(r.label == -1 for r in recs)
-        subsets[subset] = {"labelled": len(recs) - unlabelled, "unlabelled": unlabelled,
-                           "out_of_range": [{"where": r.origin, "path": r.path, "label": r.label} for r in bad]}
-        problems += [f"{r.origin or subset}: {r.path} has label {r.label}, outside [0, {num_classes})"
-                     for r in bad]
-        if unlabelled and subset in trained_subsets:
-            problems.append(f"{unlabelled} of {len(recs)} {subset} videos have no label, and training reads "
-                            f"{subset} (for the test stage: `dataset.test_subset`)")
-    return {"num_classes": num_classes, "subsets": subsets, "problems": problems}
 
 
 def has_problems(report: dict) -> bool:
@@ -374,7 +351,7 @@ def run(cfg: DictConfig) -> dict:
     report = build_report(cfg.dataset.name, root, cfg.dataset.get("annotations"), records, checks,
                           class_names, errors)
     trained = {"train", "val", str(data.get("test_subset", "test"))}
-    report["labels"] = check_labels(records, class_names, cfg.dataset.get("num_classes"), sorted(trained))
+    report["labels"] = label_findings(records, class_names, cfg.dataset.get("num_classes"), sorted(trained))
     if checks:
         manifest = save_manifest(checks.values(), data.get("root") or root, _manifest_dir(cfg))
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,29 @@ def check_labels(records: list[VideoRecord], num_classes: int, source: str) -> N
             + (f" ({len(bad)} such records)" if len(bad) > 1 else "")
             + ". Check `dataset.num_classes` or the annotation file."
         )
+
+
+def label_findings(records: dict[str, list[VideoRecord]], class_names: list[str], num_classes: int | None,
+                   trained_subsets: Sequence[str]) -> dict:
+    """The label checks training makes (`VideoDataModule`), collected instead of raised (`tempo.prepare`):
+    per subset the labelled, unlabelled and out-of-range counts, and the problems found (class count vs
+    `dataset.num_classes`, labels outside [0, K), unlabelled videos in a subset training reads)."""
+    problems = []
+    if num_classes is not None and class_names and len(class_names) != num_classes:
+        problems.append(f"the annotations define {len(class_names)} classes but `dataset.num_classes` is "
+                        f"{num_classes}; set it to {len(class_names)}")
+    subsets = {}
+    for subset, recs in records.items():
+        bad = out_of_range(recs, num_classes) if num_classes is not None else []
+        unlabelled = sum(r.label == -1 for r in recs)
+        subsets[subset] = {"labelled": len(recs) - unlabelled, "unlabelled": unlabelled,
+                           "out_of_range": [{"where": r.origin, "path": r.path, "label": r.label} for r in bad]}
+        problems += [f"{r.origin or subset}: {r.path} has label {r.label}, outside [0, {num_classes})"
+                     for r in bad]
+        if unlabelled and subset in trained_subsets:
+            problems.append(f"{unlabelled} of {len(recs)} {subset} videos have no label, and training reads "
+                            f"{subset} (for the test stage: `dataset.test_subset`)")
+    return {"num_classes": num_classes, "subsets": subsets, "problems": problems}
 
 
 def read_list(
