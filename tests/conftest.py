@@ -49,6 +49,14 @@ def synthetic_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tempo-cache")
 
 
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory) -> dict:
+    """Every container/codec pair the tests make, timestamps gone wrong included (`tests.video_files`)."""
+    from tests.video_files import make_videos
+
+    return make_videos(tmp_path_factory.mktemp("videos"))
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path, synthetic_cache):
     def make(*overrides: str):

@@ -214,3 +214,21 @@ def test_prepare_strict_fails_on_wrong_labels(tmp_path):
     result = prepare_cli(tmp_path, "dataset=list", f"root={root}", f"annotations={ann}", "dataset.num_classes=2",
                          "subsets=[train,val]", "strict=true", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1 and "has label 5, outside [0, 2)" in result.stdout
+
+
+def test_prepare_reports_a_text_file_in_a_list_as_broken(tmp_path):
+    """A README renamed readme.txt in a list is no video: prepare's check reports it, naming it."""
+    from tempo.data.encode import write_video
+
+    root, lists = tmp_path / "videos", tmp_path / "lists"
+    lists.mkdir()
+    write_video(root / "a.mp4", np.zeros((4, 32, 32, 3), np.uint8))
+    (root / "readme.txt").write_text("# tempo\n\nA training framework.\n" * 30)
+    (lists / "train.txt").write_text("a.mp4 0\nreadme.txt 1\n")
+    (lists / "val.txt").write_text("a.mp4 0\n")
+    report = run(compose_prepare(tmp_path, "dataset=list", f"root={root}", f"annotations={lists}",
+                                 "dataset.num_classes=2"))
+    assert report["totals"] == {"ok": 1, "missing": 0, "broken": 1} and has_problems(report)
+    [broken] = report["subsets"]["train"]["broken"]
+    assert broken["path"] == str(root / "readme.txt")
+    assert broken["error"].startswith("not a video: FFmpeg reads it as text")

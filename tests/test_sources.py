@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tempo.data.encode import write_video
+from tempo.data.encode import write_packed_bframes_avi, write_video
 from tempo.data.sources import DecodeError, DecordSource, FrameFolderSource, PyAVSource, open_source
 
 
@@ -21,7 +21,8 @@ def moving_bar(n=12, h=32, w=64):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
-    return {ext: write_video(root / f"clip{ext}", moving_bar(), gop=4) for ext in (".mp4", ".webm", ".avi")}
+    videos = {ext: write_video(root / f"clip{ext}", moving_bar(), gop=4) for ext in (".mp4", ".webm")}
+    return {**videos, ".avi": write_packed_bframes_avi(root / "clip.avi", moving_bar(), gop=4)}  # as UCF-101
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".webm", ".avi"])
@@ -127,3 +128,60 @@ def test_cache_dir_default_is_one_rule(env, tmp_path, monkeypatch):
     assert Path(cfg.paths.cache_dir) == default_cache_dir() == expected
     assert SyntheticVideos().root.parent == expected / "synthetic"
     assert FrameManifest(tmp_path / "data").cache_dir == expected / "manifests"
+
+
+# -- only real video is accepted ---------------------------------------------------------------
+README = "# tempo\n\nA config-driven training framework for video action recognition.\n\n" + "- a line\n" * 60
+
+
+def not_videos(root: Path) -> dict[str, Path]:
+    """A README renamed as a list entry would name it, and a still image renamed .mp4."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = {name: root / name for name in ("readme.txt", "readme.mp4", "frame.mp4")}
+    files["readme.txt"].write_text(README)
+    files["readme.mp4"].write_text(README)
+    Image.fromarray(moving_bar(1)[0]).save(files["frame.mp4"], format="PNG")
+    return files
+
+
+@pytest.mark.parametrize("opener", ["pyav", "decord", "open_video"])
+@pytest.mark.parametrize("name", ["readme.txt", "readme.mp4", "frame.mp4"])
+def test_text_or_image_is_not_a_video(tmp_path, name, opener):
+    """FFmpeg's tty demuxer draws a .txt file as a 640x400 video, an image opens as a 1-frame one:
+    every source refuses both, naming the file and what to do."""
+    from tempo.data.sources import open_video
+
+    path = not_videos(tmp_path)[name]
+    with pytest.raises(DecodeError) as err:
+        source = open_video(path) if opener == "open_video" else open_source(path, opener)
+        source.read([0])
+    message = str(err.value)
+    assert str(path) in message
+    if name == "readme.txt":
+        assert "not a video" in message and "text drawn into pictures (tty demuxer, ansi codec)" in message
+        assert "remove it from the list" in message
+    if name == "frame.mp4":
+        assert "not a video: a single png image" in message and "dataset.backend=frames" in message
+
+
+def test_dataset_reports_the_text_file_and_keeps_going(tmp_path, caplog):
+    """Per-sample fault reporting names the text file; evaluation marks its sample invalid."""
+    import logging
+
+    from tempo.data.dataset import VideoDataset
+    from tempo.data.records import VideoRecord
+    from tempo.data.samplers import SegmentSampler
+
+    text = not_videos(tmp_path)["readme.txt"]
+    video = write_video(tmp_path / "ok.mp4", moving_bar(), gop=4)
+    records = [VideoRecord(str(text), 0), VideoRecord(str(video), 1)]
+    for backend in ("pyav", "decord"):
+        dataset = VideoDataset(records, SegmentSampler(num_segments=4), backend=backend)
+        with caplog.at_level(logging.WARNING, logger="tempo.data.dataset"):
+            sample = dataset[0]
+        assert not sample["valid"] and sample["failures"] == 1
+        assert dataset[1]["valid"]
+        assert f"skipping undecodable video: cannot read {text}: not a video" in caplog.text
+        caplog.clear()

@@ -1,4 +1,5 @@
-"""Reference-aware sparse decoding equals a full decode, on every container/codec we can encode."""
+"""Reference-aware sparse decoding equals a full decode, on every container/codec pair the tests make
+(B-frames on where the codec has them) and every way their timestamps go wrong (`tests.video_files`)."""
 
 from pathlib import Path
 
@@ -6,57 +7,14 @@ import av
 import numpy as np
 import pytest
 
-from tempo.data.encode import write_video
 from tempo.data.sources import DecodeError, PyAVSource, open_source
 from tempo.data.sparse_decode import build_index, h264_droppable, hevc_droppable, nal_units
-
-N = 48
-X264_LONG_GOP = {"x264-params": "bframes=3:b-pyramid=normal:b-adapt=2:scenecut=0"}
-
-
-def moving_texture(n=N, h=48, w=64, seed=1):
-    """Smoothly moving texture plus a sweeping bar: the encoder uses B-frames and references."""
-    base = np.random.default_rng(seed).integers(0, 255, (h + 64, w + 64, 3), dtype=np.uint8)
-    base = (base.astype(np.float32) * 0.3 + 90).astype(np.uint8)
-    for t in range(n):
-        frame = np.roll(base, (t, 2 * t), (0, 1))[:h, :w].copy()
-        frame[(3 * t) % h: (3 * t) % h + 4] = 250
-        yield frame
-
-
-VIDEOS = {
-    # name: (file name, write_video kwargs)
-    "mp4_h264_bpyramid": ("a.mp4", {"gop": 250, "options_extra": X264_LONG_GOP}),
-    "mkv_h264": ("b.mkv", {"gop": 250, "options_extra": X264_LONG_GOP}),
-    "ts_h264_annexb": ("c.ts", {"codec": "libx264", "gop": 250, "options_extra": X264_LONG_GOP}),
-    "mp4_h264_short_gop": ("d.mp4", {"gop": 12, "options_extra": X264_LONG_GOP}),
-    "mp4_hevc": ("e.mp4", {"codec": "libx265", "gop": 250, "options_extra": {"x265-params": "log-level=none"}}),
-    "webm_vp8": ("f.webm", {"gop": 250}),
-    "webm_vp9": ("g.webm", {"codec": "libvpx-vp9", "gop": 250}),
-    "avi_mpeg4": ("h.avi", {"gop": 250}),
-    "mp4_odd_size": ("i.mp4", {"gop": 250, "options_extra": X264_LONG_GOP, "size": (38, 54)}),
-    "mp4_vfr": ("j.mp4", {"gop": 250, "options_extra": X264_LONG_GOP, "vfr": True}),
-}
+from tests.video_files import DECODE_ORDER, VIDEOS, N, full_decode
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sparse")
-    out = {}
-    for name, (file, kwargs) in VIDEOS.items():
-        kwargs = dict(kwargs)
-        h, w = kwargs.pop("size", (48, 64))
-        if kwargs.pop("vfr", False):  # irregular gaps between frames
-            kwargs["pts"] = np.cumsum(np.random.default_rng(0).integers(1, 4, N)).tolist()
-        if "libx265" in kwargs.get("codec", "") and "libx265" not in av.codecs_available:
-            continue
-        out[name] = write_video(root / file, moving_texture(h=h, w=w), fps=25, **kwargs)
-    return out
-
-
-def full_decode(path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+def videos(test_videos):
+    return test_videos
 
 
 TARGET_SETS = [
@@ -72,6 +30,7 @@ def test_sparse_equals_full_decode(videos, name):
     full = full_decode(videos[name])
     source = PyAVSource(videos[name])
     assert source.num_frames == len(full) == N
+    assert (source._index is None) == (name in DECODE_ORDER)  # sparse wherever the timestamps order frames
     for targets in TARGET_SETS:
         np.testing.assert_array_equal(source.read(targets).numpy(), full[targets], err_msg=f"{name} {targets}")
 

@@ -22,15 +22,14 @@ from tempo.models.blocks.correlation import (
     correlation_rows,
     correlation_shifted_loop,
 )
+from tempo.models.blocks.motion_match import match_estimation
 from tempo.models.blocks.tcm import (
     MultiScaleTemporalDynamics,
-    TemporalAttention,
     TemporalCorrelationModule,
-    TemporalECA,
-    match_estimation,
     patch_size_for_position,
     tcm_correlation_macs,
 )
+from tempo.models.blocks.temporal_attention import TemporalAttention, TemporalECA
 
 R = 7  # radius of the default patch (P = 15)
 

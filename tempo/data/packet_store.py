@@ -27,7 +27,7 @@ from tempo.data.sparse_decode import PacketIndex
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"tempo-packet-index 1\n"
+MAGIC = b"tempo-packet-index 2\n"  # 2: only streams whose timestamps order their frames (stream_checks)
 RECORD = np.dtype([("pos", "<i8"), ("size", "<i8"), ("pts", "<i8"), ("dts", "<i8"), ("flags", "u1")])
 KEYFRAME, DROPPABLE = 1, 2
 

@@ -12,8 +12,11 @@ The packet index (decode order, byte offset, size, pts, keyframe flag, droppable
 once without decoding, and can be stored (`tempo.data.packet_store`): with a stored index, an
 H.264/HEVC/VP8/VP9 stream in MP4, MKV or WebM is read as just the needed packets' bytes from the
 file, with no demuxer. Frame `i` is the i-th frame in presentation order (sorted pts), as a full
-decode yields it. Reads are one forward pass over the targets' packets, jumping to a later
-keyframe (and resetting the decoder) only when the next target lies past it.
+decode yields it; a stream whose timestamps cannot give that order (`tempo.data.stream_checks`)
+raises `UnknownOrder` here (as does a read whose decoder outputs stamps out of order), and its
+source decodes sequentially in decoder output order. Reads are one forward pass over the targets'
+packets, jumping to a later keyframe (and resetting the decoder) only when the next target lies
+past it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from tempo.data.stream_checks import NO_TIMESTAMP, UnknownOrder, packet_stamps
 
 # H.264 NAL types: 1 non-IDR slice, 2-4 slice data partitions, 5 IDR slice; 6 SEI, 9 access unit
 # delimiter, 12 filler: a packet of only these, with every slice nal_ref_idc == 0, is droppable.
@@ -36,7 +41,6 @@ HEVC_HARMLESS = {35, 38, 39, 40}
 # Codecs whose decoder needs nothing but the codec name, its extradata and the packets (no other
 # container parameters); their packets can be read straight from the file by a stored index.
 RAW_CODECS = {"h264", "hevc", "vp8", "vp9"}  # MPEG-4 part 2 needs its container's parameters
-NO_TIMESTAMP = np.iinfo(np.int64).min  # a packet's dts the container did not give
 
 
 @dataclass
@@ -193,14 +197,11 @@ def build_index(container, stream, path: str | None = None) -> PacketIndex:
     keyframe = np.array([p.is_keyframe for p in packets], bool)
     if len(packets) and not keyframe[0]:
         keyframe[0] = True  # a stream starts decodable (or not at all) at its first packet
-    pts = np.array([p.pts if p.pts is not None else -1 for p in packets], np.int64)
-    if len(pts) and (pts < 0).any():
-        raise ValueError("packets without timestamps")
+    pts, dts = packet_stamps(container, stream, packets)  # UnknownOrder where they cannot order frames
     pos = np.array([p.pos if p.pos is not None else -1 for p in packets], np.int64)
     index = PacketIndex(
         codec, bytes(stream.codec_context.extradata or b""), pos, np.array([len(d) for d in data], np.int64), pts,
-        np.array([NO_TIMESTAMP if p.dts is None else p.dts for p in packets], np.int64), keyframe,
-        np.array(droppable, bool), packets=packets)
+        dts, keyframe, np.array(droppable, bool), packets=packets)
     if path is not None and codec in RAW_CODECS:
         index.raw = locate_in_file(path, index.pos, data)
     return index
@@ -227,11 +228,18 @@ def decode_frames(ctx, index: PacketIndex, targets: list[int], read=None) -> dic
     by_pts = {int(index.frame_pts[t]): t for t in targets}
     target_packets = {int(index.frame_packet[t]) for t in targets}
     got: dict[int, np.ndarray] = {}
+    shown = [NO_TIMESTAMP]  # pts of the decoder's last output since it was reset
 
     def take(frames) -> None:
         for frame in frames:
             if frame.is_corrupt:
                 raise ValueError(f"decoder flagged frame pts={frame.pts} corrupt")
+            # the decoder outputs presentation order; stamps that go back show they are not it
+            if frame.pts is None:
+                raise UnknownOrder("the decoder output a frame without a timestamp")
+            if frame.pts <= shown[0]:
+                raise UnknownOrder(f"the decoder output a frame stamped {frame.pts} after one stamped {shown[0]}")
+            shown[0] = frame.pts
             t = by_pts.get(frame.pts)
             if t is not None and t not in got:
                 got[t] = to_rgb(frame)
@@ -245,6 +253,7 @@ def decode_frames(ctx, index: PacketIndex, targets: list[int], read=None) -> dic
             if position is not None:
                 take(ctx.decode(None))
                 ctx.flush_buffers()
+                shown[0] = NO_TIMESTAMP
             position = start
         for j in range(position, last + 1):
             if j in target_packets or not index.droppable[j]:
