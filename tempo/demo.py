@@ -24,7 +24,7 @@ from tempo.analysis.gradcam import class_activation, gradcam_strip
 from tempo.analysis.visualize import frame_indices, to_uint8
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
-from tempo.data.sources import open_video
+from tempo.data.sources import DecodeError, open_video
 from tempo.data.transforms import Compose, ResizeShortSide
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
@@ -67,7 +67,10 @@ def demo_transforms(config: DictConfig) -> tuple[list, str]:
 def read_clip(config: DictConfig, path: str) -> torch.Tensor:
     """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset (see
     `demo_transforms`); prints what was done to the frames."""
-    source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
+    try:
+        source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
+    except DecodeError as err:  # the file the user named is no video: theirs to fix, not a crash
+        raise ConfigError(f"video={path}: {err.reason}") from err
     datamodule = config.dataset.datamodule
     transforms, steps = demo_transforms(config)
     probe = FrameSize()

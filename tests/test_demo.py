@@ -125,6 +125,10 @@ def test_clear_errors(checkpoints, tmp_path):
         run_demo(tmp_path, f"ckpt_path={checkpoints['2d']}", f"video={tmp_path / 'missing.mp4'}")
     with pytest.raises(ConfigError, match="model.network._target_"):
         run_demo(tmp_path, f"ckpt_path={checkpoints['2d']}", f"video={moving_square(tmp_path / 'c.mp4')}", "model=tcm")
+    text = tmp_path / "readme.txt"
+    text.write_text("# tempo\n\nA training framework.\n" * 30)
+    with pytest.raises(ConfigError, match="video=.*readme.txt: "):  # no video: a message, exit status 2
+        run_demo(tmp_path, f"ckpt_path={checkpoints['2d']}", f"video={text}")
 
 
 @pytest.mark.slow
