@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from tempo import CONF_DIR
 from tempo.analysis.gradcam import class_activation, gradcam_strip
 from tempo.analysis.visualize import frame_indices, to_uint8
+from tempo.data.datamodule import with_clips
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
 from tempo.data.sources import DecodeError, open_video
@@ -32,6 +33,9 @@ from tempo.run.frontdoor import to_log_file, user_errors
 from tempo.run.quiet import quiet_startup
 from tempo.run.restore import load_evaluated
 
+#: val: one clip, the validation crop (default); test: the checkpoint's test protocol (clips × crops, scores
+#: averaged as `dataset.test_reduce` says) — what a released model's own test does (conf/zoo entries)
+VIEWS = ("val", "test")
 
 class FrameSize:
     """A transform that records the (height, width) of the frames passing it."""
@@ -50,11 +54,11 @@ def training_short_side(config: DictConfig) -> int | None:
     return config.dataset.get("short_side") or reader.get("size")
 
 
-def demo_transforms(config: DictConfig) -> tuple[list, str]:
-    """The checkpoint's validation transforms, with a resize to the training scale in front when they have none
-    (the synthetic set trains on its own small frames: a real clip's centre crop would be a small patch), and
-    what they do, in words."""
-    transforms = [instantiate(t) for t in config.dataset.datamodule.val_transforms if t is not None]
+def demo_transforms(config: DictConfig, chain) -> tuple[list, str]:
+    """The checkpoint's transforms `chain` (validation or test), with a resize to the training scale in front when
+    they have none (the synthetic set trains on its own small frames: a real clip's centre crop would be a small
+    patch), and what they do, in words."""
+    transforms = [instantiate(t) for t in chain if t is not None]
     side = training_short_side(config)
     added = ""
     if side and not any(type(t).__name__.startswith("Resize") for t in transforms):
@@ -64,18 +68,28 @@ def demo_transforms(config: DictConfig) -> tuple[list, str]:
     return transforms, steps + added
 
 
-def read_clip(config: DictConfig, path: str) -> torch.Tensor:
-    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset (see
-    `demo_transforms`); prints what was done to the frames."""
+def read_clip(config: DictConfig, path: str, views: str = "val") -> torch.Tensor:
+    """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset; with
+    views="test", (V, C, T, H, W): its test protocol's views (test_views: clips × crops). The transforms
+    start with a resize to the training scale where they have none (`demo_transforms`); prints what was done
+    to the frames."""
+    if views not in VIEWS:
+        raise ConfigError(f"views must be one of {list(VIEWS)}, got {views!r}")
     try:
         source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
     except DecodeError as err:  # the file the user named is no video: theirs to fix, not a crash
         raise ConfigError(f"video={path}: {err.reason}") from err
     datamodule = config.dataset.datamodule
-    transforms, steps = demo_transforms(config)
+    test = views == "test"
+    chain = datamodule.get("test_transforms") or datamodule.val_transforms if test else datamodule.val_transforms
+    sampler = instantiate(datamodule.get("test_sampler") or datamodule.sampler) if test else \
+        instantiate(datamodule.sampler)
+    if test:
+        sampler = with_clips(sampler, int(datamodule.get("test_clips") or 1))
+    transforms, steps = demo_transforms(config, chain)
     probe = FrameSize()
-    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], instantiate(datamodule.sampler),
-                           Compose([probe, *transforms]), backend="decord")
+    dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], sampler,
+                           Compose([probe, *transforms]), backend="decord", multi_view=test)
     clip = dataset.load(0, None)["video"]
     height, width = probe.size
     print(f"frames {width}×{height}: {steps}")
@@ -103,15 +117,21 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     names = list(class_names or [str(i) for i in range(int(config.dataset.num_classes))])
     device = pick_device(str(cfg.device))
     module = module.to(device).eval()
-    clip = read_clip(config, str(cfg.video))
+    views = str(cfg.get("views") or "val")
+    if views == "test" and cfg.gradcam:
+        raise ConfigError("gradcam=true needs views=val (one clip): Grad-CAM explains a single view")
+    clip = read_clip(config, str(cfg.video), views)
     video = module.on_after_batch_transfer({"video": clip[None].to(device)}, 0)["video"]
     if cfg.gradcam:
         result = class_activation(module.network, video)
-        logits = result["logits"]
+        probs = result["logits"].float().softmax(-1)
+    elif views == "test":
+        with torch.no_grad():  # the test step's averaging over the views
+            scores = module.multi_view_scores(video)["logits"][0].float().cpu()
+        probs = scores if module.test_reduce == "prob" else scores.softmax(-1)
     else:
         with torch.no_grad():
-            logits = module.network(video)["logits"][0].float().cpu()
-    probs = logits.float().softmax(-1)
+            probs = module.network(video)["logits"][0].float().cpu().softmax(-1)
     k = min(int(cfg.top_k), len(names))
     values, classes = probs.topk(k)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)

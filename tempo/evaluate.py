@@ -50,7 +50,7 @@ from tempo.run.predictions import (
     write_predictions,
 )
 from tempo.run.quiet import quiet_startup
-from tempo.run.restore import ckpt_paths, load_evaluated
+from tempo.run.restore import ckpt_paths, load_evaluated, match_classes
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ def test_protocol(config: DictConfig, module: RecognitionModule, datamodule: Vid
     confusion.png into `run_dir` and returns what eval.json holds."""
     collector = PredictionCollector()
     trainer = test_trainer(config, device, [collector], run_dir)
+    datamodule.setup("test")  # the dataset's class names, to match the checkpoint's before testing
+    class_names = match_classes(module, class_names, datamodule.class_names, str(config.dataset.name))
     metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     names = check_class_names(class_names, datamodule.class_names, config)
     result = collector.result()

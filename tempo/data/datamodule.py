@@ -118,7 +118,8 @@ def common_root(records: Sequence[VideoRecord]) -> str:
     return root if os.path.isdir(root) and len(records) > 1 else os.path.dirname(root)
 
 
-def _with_clips(sampler, num_clips: int):
+def with_clips(sampler, num_clips: int):
+    """`sampler` taking `num_clips` clips per video (samplers without clips are returned as they are)."""
     if num_clips and dataclasses.is_dataclass(sampler) and hasattr(sampler, "num_clips"):
         return dataclasses.replace(sampler, num_clips=num_clips)
     return sampler
@@ -278,7 +279,7 @@ class VideoDataModule(L.LightningDataModule):
         records = self.records(subset)
         self._bind_label_maps(transforms)
         sampler = self.test_sampler if subset == "test" and self.test_sampler is not None else self.sampler
-        sampler = _with_clips(sampler, 1 if subset != "test" else self.test_clips)
+        sampler = with_clips(sampler, 1 if subset != "test" else self.test_clips)
         return VideoDataset(records, sampler, Compose(transforms), train=train, multi_view=subset == "test",
                             backend=self.backend, source_kwargs=self.source_kwargs,
                             reported=self.broken.keys())

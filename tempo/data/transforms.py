@@ -110,6 +110,21 @@ class ThreeCrop(_SquareCrop):
         return {**sample, "video": crops.flatten(0, 1)}
 
 
+class TenCrop(_SquareCrop):
+    """The four corner and the centre square crops and their horizontal flips: V → 10V views (the test
+    protocol of TSN/TSM in MMAction2). Offsets follow MMAction2's TenCrop: a quarter step q = (side − crop) // 4,
+    corners at 0 and 4q, centre at 2q (so a released network sees the pixels its own test saw)."""
+
+    def __call__(self, sample: Sample) -> Sample:
+        video = sample["video"]
+        h, w, s = self._geometry(video)
+        qy, qx = (h - s) // 4, (w - s) // 4
+        boxes = [(0, 0), (0, 4 * qx), (4 * qy, 0), (4 * qy, 4 * qx), (2 * qy, 2 * qx)]
+        crops = [_crop(video, t, l, s, s) for t, l in boxes]
+        crops = torch.stack(crops + [c.flip(-1) for c in crops], dim=1)  # (V, 10, T, C, s, s)
+        return {**sample, "video": crops.flatten(0, 1)}
+
+
 class MultiScaleCrop:
     """TSN multi-scale crop: crop side = base × scale with base the short side, width and
     height scales at most `max_distort` steps apart, position from the 13 fixed offsets

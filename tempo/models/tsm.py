@@ -13,10 +13,10 @@ from tempo.models.tsn import TSN
 class TSM(TSN):
     def __init__(self, backbone: Callable[..., ResNet], num_classes: int, num_segments: int = 8,
                  dropout: float = 0.5, partial_bn: bool = False, shift_fold_div: int = 8,
-                 shift_every_n_blocks: int = 1):
+                 shift_every_n_blocks: int = 1, init_checkpoint: str | None = None):
         self.shift_fold_div = shift_fold_div
         self.shift_every_n_blocks = shift_every_n_blocks
-        super().__init__(backbone, num_classes, num_segments, dropout, partial_bn)
+        super().__init__(backbone, num_classes, num_segments, dropout, partial_bn, init_checkpoint)
 
     def backbone_kwargs(self) -> dict:
         return {"num_segments": self.num_segments, "shift_fold_div": self.shift_fold_div,

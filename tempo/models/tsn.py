@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from tempo.models.backbones.resnet import ResNet
+from tempo.models.weights import init_from_checkpoint
 
 
 class TSN(nn.Module):
@@ -16,11 +17,12 @@ class TSN(nn.Module):
     `backbone` is a ResNet or a factory returning one (Hydra `_partial_`); frames are
     folded into the batch, each gives logits, and the video's logits are their mean
     over time (before softmax). `partial_bn` freezes every BatchNorm but the first in
-    training (TSN's option, off by default).
+    training (TSN's option, off by default). `init_checkpoint`: a tempo checkpoint or a released file
+    (MMAction2, official TSM; `tempo.models.zoo`) initialising everything but `fc` (fine-tuning).
     """
 
     def __init__(self, backbone: Callable[..., ResNet] | ResNet, num_classes: int, num_segments: int = 8,
-                 dropout: float = 0.5, partial_bn: bool = False):
+                 dropout: float = 0.5, partial_bn: bool = False, init_checkpoint: str | None = None):
         super().__init__()
         self.num_segments = num_segments
         self.backbone = backbone if isinstance(backbone, nn.Module) else backbone(**self.backbone_kwargs())
@@ -29,6 +31,8 @@ class TSN(nn.Module):
         nn.init.xavier_uniform_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
         self.partial_bn = partial_bn
+        if init_checkpoint:
+            init_from_checkpoint(self, init_checkpoint, hint="same backbone needed")
 
     def backbone_kwargs(self) -> dict:
         return {}

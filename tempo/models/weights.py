@@ -9,6 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tempo.models.zoo.convert import BN_COUNTER, detect_layout, with_bn_counters
+from tempo.models.zoo.finetune import init_backbone, init_from_released
+from tempo.models.zoo.reading import CheckpointError, load_any, tensors_of
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +32,12 @@ def read_state_dict(path: str | Path, what: str, prefix: str | None = None) -> d
     if not file.is_file():
         raise FileNotFoundError(f"{what}={path} is not a file")
     state = torch.load(file, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.get("state_dict", state).items()}
+    return tempo_keys(state.get("state_dict", state), prefix)
+
+
+def tempo_keys(state: Mapping[str, torch.Tensor], prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """`state` with DDP's "module." removed and, when any key starts with `prefix`, only those (prefix removed)."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     if prefix and any(k.startswith(prefix) for k in state):
         state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     return state
@@ -36,8 +45,9 @@ def read_state_dict(path: str | Path, what: str, prefix: str | None = None) -> d
 
 def state_dict_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
                         unexpected_ok: bool = True) -> str | None:
-    """None when `state` fills every key of `own` with the right shape; else what is wrong."""
-    missing = sorted(own.keys() - state.keys())
+    """None when `state` fills every key of `own` with the right shape; else what is wrong. BatchNorm's
+    `num_batches_tracked` may be missing (files saved before PyTorch 0.4.1 lack it; the network's own is kept)."""
+    missing = sorted(k for k in own.keys() - state.keys() if not k.endswith(BN_COUNTER))
     unexpected = [] if unexpected_ok else sorted(state.keys() - own.keys())
     mismatch = sorted(f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
                       for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
@@ -58,20 +68,34 @@ def load_fitting(model: nn.Module, state: Mapping[str, torch.Tensor], what: str,
     problem = state_dict_mismatch(own, state, unexpected_ok)
     if problem:
         raise ValueError(f"{what} does not fit this network: {problem}" + (f" ({hint})" if hint else ""))
-    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    model.load_state_dict(with_bn_counters(own, {k: state[k] for k in own if k in state}), strict=False)
     return len(own)
 
 
 def init_from_checkpoint(model: nn.Module, path: str, what: str = "model.network.init_checkpoint",
                          skip: Sequence[str] = ("fc.",), hint: str = "same network options needed") -> None:
     """Fine-tuning: initialise every tensor of `model` but the `skip` prefixes (the classifier, whose
-    size changes from Kinetics to UCF/HMDB) from a tempo checkpoint (keys ``network.*``) or a plain
-    state dict."""
-    try:
-        state = read_state_dict(path, what, prefix="network.")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}; pass a tempo checkpoint such as "
-                                "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt") from None
+    size changes from Kinetics to UCF/HMDB) from a tempo checkpoint (keys ``network.*``), a plain state dict,
+    or a released file of another codebase (MMAction2 1.x, official TSM/TCM: `tempo.models.zoo`) or its
+    `tempo.convert` output, whose backbone must fit; modules it lacks start fresh and are reported by module."""
+    if not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"{what}={path} is not a file; pass a tempo checkpoint such as "
+                                "outputs/<date>/<time>/checkpoints/best-epoch049.ckpt or a released .pth")
+    content = load_any(path, what)
+    raw = tensors_of(content, path, what)
+    if isinstance(content, Mapping) and "zoo" in content:  # a release converted by tempo.convert
+        init_backbone(model, tempo_keys(raw, prefix="network."), f"converted {content['zoo'].get('layout')}",
+                      path, skip)
+        return
+    if not any(k.startswith(("network.", "module.network.")) for k in raw):
+        try:
+            layout = detect_layout(raw.keys(), path)
+        except CheckpointError:
+            layout = None  # a plain state dict of this network
+        if layout is not None:
+            init_from_released(model, raw, layout, path, skip)
+            return
+    state = tempo_keys(raw, prefix="network.")
     count = load_fitting(model, state, f"{what}={path}", hint, skip)
     log.info("initialised %d tensors (all but %s) from %s", count, ", ".join(skip) or "none", path)
 

@@ -29,7 +29,8 @@ CONF_PATH = Path(CONF_DIR)
 NETWORK_KEYS = ("model.network._target_", "backbone._target_", "backbone.depth", "dataset.num_segments",
                 "dataset.input_size", "dataset.num_classes")
 # keys of the evaluation command itself, never taken from the training run
-OWN_KEYS = ("ckpt_path", "eval", "paths.output_dir", "video", "top_k", "device", "gradcam", "gradcam_frames")
+OWN_KEYS = ("ckpt_path", "eval", "paths.output_dir", "video", "top_k", "device", "gradcam", "gradcam_frames",
+            "views")
 
 
 def run_info(cfg: DictConfig, class_names: list[str] | None) -> dict:

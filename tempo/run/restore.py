@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from omegaconf import DictConfig, ListConfig, open_dict
+from torch import nn
 
 from tempo.analysis.ensemble import Ensemble
 from tempo.models.weights import state_dict_mismatch
@@ -82,3 +84,41 @@ def load_evaluated(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
                             "weight": 1 / len(paths)} for (c, _), path, t in zip(runs, paths, frames, strict=True)]
     network = Ensemble([m.network for m in modules], frames, str(config.dataset.test_reduce))
     return config, names, build_module(config, network=network).eval()
+
+
+class ReindexedClasses(nn.Module):
+    """A network whose class scores are put in another class order: output j is the wrapped network's
+    output `index[j]` (for every output with one score per class: logits, auxiliary logits)."""
+
+    def __init__(self, network: nn.Module, index: list[int]):
+        super().__init__()
+        self.network = network
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+
+    def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.network(video)
+        k = len(self.index)
+        return {name: value.index_select(-1, self.index) if value.dim() >= 1 and value.shape[-1] == k else value
+                for name, value in outputs.items()}
+
+
+def match_classes(module: RecognitionModule, saved: list[str] | None, data: list[str] | None,
+                  dataset: str) -> list[str] | None:
+    """Make `module` score the dataset's classes in the dataset's order: the checkpoint's class names `saved`
+    (e.g. a converted Kinetics release, in the release's order) and the dataset's `data` must be the same
+    names; another order re-indexes the network's outputs, other names are an error listing the first
+    differences. Returns the class names the scores now follow."""
+    if not saved or not data or list(saved) == list(data):
+        return list(saved or data or []) or None
+    if sorted(saved) != sorted(data):
+        only_ckpt = sorted(set(saved) - set(data))
+        only_data = sorted(set(data) - set(saved))
+        raise ConfigError(f"the classes of dataset {dataset} are not the checkpoint's: {len(only_data)} only in "
+                          f"the dataset {only_data[:5]}, {len(only_ckpt)} only in the checkpoint {only_ckpt[:5]} "
+                          f"({len(data)} vs {len(saved)} classes). Evaluate on the dataset the checkpoint was "
+                          "trained for, or fine-tune it (model.network.init_checkpoint=...)")
+    position = {name: i for i, name in enumerate(saved)}
+    module.network = ReindexedClasses(module.network, [position[name] for name in data])
+    log.info("dataset %s lists the checkpoint's %d classes in another order: scores re-indexed to the dataset's",
+             dataset, len(data))
+    return list(data)

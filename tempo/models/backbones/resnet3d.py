@@ -122,7 +122,8 @@ class ResNet3d(nn.Module):
     inflate: per stage, 0/1 or a 0/1 list per block — blocks with a temporal kernel; inflate_style: "3x1x1"
     (conv1 (3,1,1), SlowOnly) or "3x3x3" (conv2 3×3×3). zero_init_residual: each block's last BN starts at γ=0
     (the block starts as its shortcut; the identity path keeps γ learning). pretrained: null | imagenet |
-    a torchvision-format 2D (inflated on load) or 3D state dict.
+    a torchvision-format 2D (inflated on load) or 3D state dict. pool_after_res2: a temporal max-pool (2,1,1)
+    stride (2,1,1) after res2, halving T (MMAction2's I3D, its ``pool2``; off by default).
     """
 
     def __init__(
@@ -137,6 +138,7 @@ class ResNet3d(nn.Module):
         inflate_style: str = "3x1x1",
         zero_init_residual: bool = False,
         pretrained: str | None = None,
+        pool_after_res2: bool = False,
     ):
         super().__init__()
         if depth not in LAYERS:
@@ -171,6 +173,8 @@ class ResNet3d(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.stage_channels.append(inplanes)
         self.out_channels = inplanes
+        # MMAction2's I3D halves T after res2 (its pool2); identity otherwise, no parameters either way
+        self.pool_after_res2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1)) if pool_after_res2 else nn.Identity()
         self._init_weights(zero_init_residual)
         if pretrained:
             load_pretrained(self, pretrained)
@@ -193,16 +197,15 @@ class ResNet3d(nn.Module):
         """(B, 3, T, H, W) → the res2..res5 outputs, each (B, C_i, T_i, H_i, W_i)."""
         outputs = []
         x = self.stem(x)
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             x = stage(x)
+            if i == 0:
+                x = self.pool_after_res2(x)
             outputs.append(x)
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
+        return self.forward_stages(x)[-1]
 
 
 def inflate_state_dict(own: Mapping[str, torch.Tensor], state2d: Mapping[str, torch.Tensor]
