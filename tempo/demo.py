@@ -1,4 +1,5 @@
-"""`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true]`: classify one video with a checkpoint.
+"""`python -m tempo.demo ckpt_path=<ckpt> video=<file> [gradcam=true] [window=<s> stride=<s>]`: classify a video
+with a checkpoint (one clip, or with `window` a timeline of clips slid over the whole video).
 
 The network, class names, frame sampling and centre crop are the checkpoint's (its training config,
 `tempo.run.checkpoint`); a video larger than the training frames is first resized to their scale (the short side of
@@ -20,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tempo import CONF_DIR
+from tempo.analysis import timeline
 from tempo.analysis.gradcam import class_activation, gradcam_strip
 from tempo.analysis.visualize import frame_indices, to_uint8
 from tempo.data.datamodule import with_clips
@@ -117,6 +119,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     names = list(class_names or [str(i) for i in range(int(config.dataset.num_classes))])
     device = pick_device(str(cfg.device))
     module = module.to(device).eval()
+    if cfg.get("window"):
+        return run_timeline(cfg, config, names, module, device)
     views = str(cfg.get("views") or "val")
     if views == "test" and cfg.gradcam:
         raise ConfigError("gradcam=true needs views=val (one clip): Grad-CAM explains a single view")
@@ -155,6 +159,41 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         print(f"Grad-CAM ({result['layer']}): {path}")
     (run_dir / "prediction.json").write_text(json.dumps(prediction, indent=2))
     return prediction
+
+
+def run_timeline(cfg: DictConfig, config: DictConfig, names: list[str], module, device: torch.device) -> dict:
+    """`window=<s> [stride=<s>]`: the checkpoint's clip slid over the whole video (`tempo.analysis.timeline`);
+    writes timeline.csv and timeline.png to the run dir and returns {"csv", "png", "windows", "classes"}."""
+    if cfg.gradcam:
+        raise ConfigError("gradcam=true explains one clip; drop it with window=... (the timeline has many)")
+    if str(cfg.get("views") or "val") != "val":
+        raise ConfigError("window=... classifies one validation clip per window; drop views=test")
+    window = float(cfg.window)
+    stride = float(cfg.stride) if cfg.get("stride") else window
+    datamodule = config.dataset.datamodule
+    transform = Compose([instantiate(t) for t in datamodule.val_transforms if t is not None])
+    path = str(cfg.video)
+    num_frames, fps = timeline.video_timing(path)
+    try:
+        windows = timeline.plan_windows(num_frames, fps, window, stride, instantiate(datamodule.sampler))
+    except ValueError as err:
+        raise ConfigError(f"window={cfg.window} stride={cfg.get('stride')}: {err}") from None
+
+    def classify(clips: torch.Tensor) -> torch.Tensor:
+        return module.network(module.on_after_batch_transfer({"video": clips.to(device)}, 0)["video"])["logits"]
+
+    clips = timeline.window_clips(path, windows, transform)
+    scores = timeline.window_scores(clips, classify, len(windows), int(cfg.window_batch))
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    k = int(cfg.top_k)
+    timeline.write_timeline_csv(run_dir / "timeline.csv", windows, scores, names, k)
+    shown = timeline.plot_timeline(run_dir / "timeline.png", windows, scores, names, k,
+                                   f"{Path(path).name}: {window:g} s windows every {stride:g} s")
+    print(f"{len(windows)} windows of {window:g} s every {stride:g} s over {num_frames / fps:.1f} s "
+          f"({num_frames} frames at {fps:g} fps): {run_dir / 'timeline.csv'}, {run_dir / 'timeline.png'}")
+    return {"csv": str(run_dir / "timeline.csv"), "png": str(run_dir / "timeline.png"), "windows": windows,
+            "scores": scores, "classes": shown}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")

@@ -43,7 +43,7 @@ def job_rows(sweep_dir: Path) -> list[dict]:
         branches = {k: v for k, v in {**final, **test}.items() if k.startswith(BRANCH_PREFIXES)}
         rows.append({
             "job": job.name,
-            "status": summary.get("status", "completed"),  # summaries older than the field completed
+            "status": summary.get("status", "completed"),  # diverged / preempted / unfinished jobs are marked
             "overrides": overrides,
             "best": (summary.get("best") or {}).get("value"),
             **{k: test.get(k) for k in METRICS[1:4]},
@@ -82,22 +82,26 @@ def write_outputs(sweep_dir: Path, rows: list[dict], axes: list[dict[str, str]])
         for row, axis in zip(rows, axes, strict=True):
             writer.writerow([row["job"], *(axis.get(c, "") for c in columns), *(row[m] for m in METRICS),
                              *(row["branches"].get(b) for b in branches), row["status"]])
-    head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches,
-            "status"]
+    head = [*columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time", *branches]
     lines = ["| job | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for row, axis in zip(rows, axes, strict=True):
-        lines.append(f"| {row['job']} | " + " | ".join([*(axis.get(c, "") for c in columns), *_cells(row, branches)])
-                     + " |")
+        cells = [*(axis.get(c, "") for c in columns), *_cells(row, branches)]
+        lines.append(f"| {job_label(row)} | " + " | ".join(cells) + " |")
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
     _plot(sweep_dir / "report.png", rows, axes)
 
 
+def job_label(row: dict) -> str:
+    """The job's name, with its status when it did not complete ("3 (diverged)")."""
+    return row["job"] if row["status"] == "completed" else f"{row['job']} ({row['status']})"
+
+
 def _cells(row: dict, branches: list[str]) -> list[str]:
-    """best, test top-1/5, params (M), GMACs, wall time, the branches' accuracies, status, as printed."""
+    """best, test top-1/5, params (M), GMACs, wall time, then the branches' accuracies, as printed."""
     params = "" if row["params"] is None else f"{row['params'] / 1e6:.2f}"
     gmacs = "" if row["gmacs"] is None else f"{row['gmacs']:.2f}"
     return [_pct(row["best"]), _pct(row["test/top1"]), _pct(row["test/top5"]), params, gmacs,
-            _duration(row["wall_time_s"]), *(_pct(row["branches"].get(b)) for b in branches), row["status"]]
+            _duration(row["wall_time_s"]), *(_pct(row["branches"].get(b)) for b in branches)]
 
 
 def _duration(seconds) -> str:
@@ -118,8 +122,8 @@ def _plot(path: Path, rows: list[dict], axes: list[dict[str, str]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [(", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.items()) or r["job"])
-              + ("" if r["status"] == "completed" else f" ({r['status']})") for r, a in zip(rows, axes, strict=True)]
+    labels = [", ".join(f"{k.split('.')[-1]}={v}" for k, v in a.items()) or r["job"]
+              for r, a in zip(rows, axes, strict=True)]
     values = [100 * (r["best"] or 0) for r in rows]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
     ax.bar(range(len(rows)), values)
@@ -145,14 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     branches = branch_columns(rows)
     table = Table(title=f"sweep {args.sweep_dir}")
     for c in ["job", *columns, "best val", "test top-1", "test top-5", "params (M)", "GMACs", "wall time",
-              *branches, "status"]:
+              *branches]:
         table.add_column(c)
     for row, axis in zip(rows, axes, strict=True):
-        table.add_row(row["job"], *(axis.get(c, "") for c in columns), *_cells(row, branches))
-    console = Console()
-    if not console.is_terminal:  # a file or pipe: the whole table, not rich's 80 columns
-        console.width = max(console.width, 240)
-    console.print(table)
+        table.add_row(job_label(row), *(axis.get(c, "") for c in columns), *_cells(row, branches))
+    Console().print(table)
     print(f"written: {args.sweep_dir / 'report.csv'}, report.md, report.png")
     return 0
 

@@ -1,8 +1,10 @@
 """`python -m tempo.train [overrides]`: compose → seed → build → fit → test → summary.json.
 
 A run that diverges (non-finite loss or weights) stops at once, keeps the checkpoints of its
-last finite epoch, records the failure in summary.json and exits with status 1. Resuming
-(`ckpt_path=<run>/checkpoints/last.ckpt`) continues in that run's folder.
+last finite epoch, records the failure in summary.json and exits with status 1. A run sent
+SIGTERM (or SLURM's SIGUSR1) saves the current step, writes `"status": "preempted"` and exits with
+status 75 (`tempo.run.resume`). Resuming (`ckpt_path=<run>/checkpoints/last.ckpt`; a requeued
+SLURM job by itself) continues in that run's folder, with the batches the run would have seen.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tempo.run.frontdoor import user_errors
 from tempo.run.loggers import finish_runs, logger_callbacks
 from tempo.run.multirun import pin_ddp_ranks_to_job
 from tempo.run.quiet import quiet_startup
+from tempo.run.resume import PREEMPTED_EXIT, Preemption, RunPreempted, StepSeeding, requeued_checkpoint
 from tempo.run.run_info import log_best_metric, log_hyperparameters, print_config
 
 log = logging.getLogger(__name__)
@@ -94,22 +97,31 @@ def checkpoint_epoch(path: str | None) -> int | None:
     return int(state["epoch"]) + 1
 
 
-def fit(trainer: L.Trainer, module, datamodule, ckpt_path) -> dict | None:
-    """`trainer.fit`; a diverging run returns the failure instead of raising."""
+def fit(trainer: L.Trainer, module, datamodule, ckpt_path) -> tuple[str, dict | None]:
+    """`trainer.fit` → (status, failure): a diverging or pre-empted run returns why it stopped
+    instead of raising."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except TrainingDiverged as err:
         log.error("training stopped: %s", err)
-        return {"message": str(err), **err.details}
-    return None
+        return "diverged", {"message": str(err), **err.details}
+    except RunPreempted as err:
+        log.warning("pre-empted: %s", err)
+        return "preempted", {"message": str(err), **err.details}
+    return "completed", None
 
 
 def run(cfg: DictConfig) -> dict:
     """Train and test as `cfg` says; returns the summary (also written to summary.json).
-    Raises `TrainingDiverged` (after writing summary.json) when the run diverged."""
+    Raises `TrainingDiverged` or `RunPreempted` (after writing summary.json) when the run
+    diverged or was pre-empted."""
     start = time.time()
     quiet_startup()
     check_config(cfg)
+    if cfg.get("ckpt_path") is None and (requeued := requeued_checkpoint(cfg.paths.output_dir)):
+        log.info("requeued SLURM job: resuming from %s", requeued)
+        with open_dict(cfg):
+            cfg.ckpt_path = requeued
     resumed = resumed_run_dir(cfg.get("ckpt_path"))
     if resumed is not None:
         continue_in(cfg, resumed)
@@ -120,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
         resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.dataset.datamodule, report_dir=str(run_dir))
+    datamodule = instantiate(cfg.dataset.datamodule, report_dir=str(run_dir), seed=cfg.seed)
     module = build_module(cfg)
     history = MetricsHistory()
     loggers = build_loggers(cfg)
@@ -129,11 +141,11 @@ def run(cfg: DictConfig) -> dict:
     log_hyperparameters(loggers, cfg, module.network)
     complexity = network_complexity(module.network, cfg) if is_rank_zero() else {}
     callbacks = [*build_callbacks(cfg, bool(loggers)), history, RunInfo(cfg),  # config + class names in checkpoints
-                 *logger_callbacks(loggers, complexity)]
+                 StepSeeding(cfg.seed), Preemption(run_dir / "checkpoints"), *logger_callbacks(loggers, complexity)]
     cfg.trainer.precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(run_dir))
-    failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
+    status, failure = fit(trainer, module, datamodule, cfg.get("ckpt_path"))
     fit_metrics = _floats(trainer.callback_metrics)
 
     checkpoint = trainer.checkpoint_callback
@@ -150,7 +162,7 @@ def run(cfg: DictConfig) -> dict:
     best_score = float(best_score) if best_score is not None else fit_metrics.get(metric)
     log_best_metric(loggers, best_score, trainer.global_step)
     summary = {
-        "status": "completed" if failure is None else "diverged",
+        "status": status,
         "model": cfg.model.network._target_,
         "backbone": backbone_name(cfg),
         "dataset": cfg.dataset.name,
@@ -174,6 +186,8 @@ def run(cfg: DictConfig) -> dict:
     }
     if failure is not None:
         summary["failure"] = failure
+    if status == "preempted":  # the step it stopped at, not the last epoch's end
+        summary["checkpoints"]["last"] = failure["checkpoint"]
     if trainer.is_global_zero:
         plot = plot_curves(history.epochs, run_dir / "curves.png")
         summary["curves"] = str(plot) if plot else None
@@ -181,8 +195,10 @@ def run(cfg: DictConfig) -> dict:
         print(f"summary: {run_dir / 'summary.json'}  best {metric}={best_score}  "
               f"test={ {k: round(v, 4) for k, v in test_metrics.items()} }")
     finish_runs(loggers)
-    if failure is not None:
+    if status == "diverged":
         raise TrainingDiverged(failure["message"], failure)
+    if status == "preempted":
+        raise RunPreempted(failure["signal"], failure["checkpoint"], failure["step"], failure["epoch"])
     return summary
 
 
@@ -193,6 +209,9 @@ def main(cfg: DictConfig) -> float | None:
     pin_ddp_ranks_to_job()  # multirun + DDP: extra ranks join this job's folder, not a new sweep
     try:
         summary = run(cfg)
+    except RunPreempted as err:
+        print(f"pre-empted: {err}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)  # also in a sweep: the process was told to stop
     except TrainingDiverged as err:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

@@ -411,3 +411,50 @@ def truncate_file(path: str | Path, keep: float = 0.6) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+# -- a generic `dataset=list` set (multi-process and GPU runs) ----------------------------------
+def make_list_set(tmp: Path) -> tuple[Path, Path]:
+    """Train: 7 clips + the 0-byte one (8: two full batches of 4, no padding over 2 processes);
+    val = test: 4 clips (2 per class) + the 0-byte one (5: a DistributedSampler would pad one)."""
+    root, lists = tmp / "videos", tmp / "lists"
+    lists.mkdir(parents=True)
+    train, val = [], []
+    for label in (0, 1):
+        for k in range(6):
+            path = write_clip(root / f"c{label}" / f"v{k}.mp4", label, variant=k)
+            (train if k < 4 else val).append(f"c{label}/{path.name} {label}\n")
+    (root / "broken.mp4").write_bytes(b"")
+    train = train[:7] + ["broken.mp4 0\n"]
+    val = val + ["broken.mp4 1\n"]
+    (lists / "train.txt").write_text("".join(train))
+    (lists / "val.txt").write_text("".join(val))
+    return root, lists
+
+
+# -- CPU-sized runs on the fixtures --------------------------------------------------------------
+NUM_CLASSES = {"k400": 3, "sthv1": 5, "sthv2": 3, "ucf101": 4, "hmdb51": 3, "diving48": 3}
+# a CPU-sized training run on these fixtures (test_datasets_cli, test_data_dir)
+TINY_RUN = [
+    "backbone=resnet_tiny",
+    "logger=none",
+    "callbacks=none",
+    "dataset.num_segments=4",
+    "dataset.input_size=32",
+    "dataset.batch_size=3",
+    "dataset.num_workers=0",
+    "dataset.datamodule.pin_memory=false",
+    "trainer.max_steps=2",
+    "trainer.limit_train_batches=2",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "++trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+]
+
+
+def sizes(name: str) -> list[str]:
+    """Scale the paper resizes down to the 32×64 fixtures."""
+    if name in ("sthv1", "sthv2"):
+        return ["dataset.frame_height=36", "dataset.frame_width=64"]
+    return ["dataset.short_side=36"]

@@ -78,5 +78,7 @@ def test_compile_switch_compiles_in_place_with_cpu_message(tiny_cfg, monkeypatch
     assert compiled == [module.network]  # in place: checkpoint keys keep their names
     assert "model.compile=true without a CUDA GPU" in caplog.text
     assert not any(k.startswith("_orig_mod") for k in module.state_dict())
-    assert apply_model_switches(torch.nn.Linear(2, 2)) is not None and compiled == [module.network]
+    plain = torch.nn.Linear(2, 2)  # switches off: the same module back, nothing compiled
+    assert apply_model_switches(plain) is plain and compiled == [module.network]
+    assert apply_model_switches(plain, compile=True) is plain and compiled == [module.network, plain]
     assert acceleration.AUTO_MIXED == "auto-mixed"

@@ -9,8 +9,10 @@ from hydra.utils import instantiate
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, StepLR
 
 from tempo.data.transforms import Compose
+from tempo.models.backbones.resnet import ResNet
 from tempo.run.build import build_callbacks, build_loggers, build_module
 from tempo.run.callbacks import EpochRichProgressBar, EpochTQDMProgressBar, RunCheckpoint
+from tempo.run.schedules import PlateauSchedule
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 
@@ -36,7 +38,8 @@ TINY_3D_BACKBONE = {"i3d": "resnet3d_tiny", "tpn": "resnet3d_tiny", "tdpn": "res
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_builds_and_runs_a_tiny_clip(model, tmp_path):
     backbone = [f"backbone={TINY_3D_BACKBONE[model]}"] if model in TINY_3D_BACKBONE else []
-    cfg = compose_config([*TINY, f"model={model}", *backbone], tmp_path)
+    untrained = ["model.network.allow_untrained_crm=true"] if model == "tcnn_sparse" else []  # no checkpoint here
+    cfg = compose_config([*TINY, f"model={model}", *backbone, *untrained], tmp_path)
     net = instantiate(cfg.model.network).eval()
     t, s = cfg.dataset.num_segments, cfg.dataset.input_size
     with torch.no_grad():
@@ -48,21 +51,29 @@ def test_every_model_builds_and_runs_a_tiny_clip(model, tmp_path):
 
 # trunk parameters without the classifier (torchvision's counts minus fc)
 TRUNK_PARAMS = {"resnet18": 11_176_512, "resnet50": 23_508_032, "resnet101": 42_500_160}
+# the 3D backbones are the 2D trunks inflated: a k×k kernel becomes t×k×k, adding (t − 1)·k²·in·out per conv
+INFLATED_PARAMS = {
+    # SlowOnly: conv1 (1×1 → 3×1×1) of every res4/res5 block, +2·in·planes each
+    "resnet3d50": 23_508_032 + 2 * (512 * 256 + 5 * 1024 * 256) + 2 * (1024 * 512 + 2 * 2048 * 512),
+    "resnet3d101": 42_500_160 + 2 * (512 * 256 + 22 * 1024 * 256) + 2 * (1024 * 512 + 2 * 2048 * 512),
+    # ST-MANet: 7×7×7 stem (+6·64·3·49) and every 3×3 conv2 → 3×3×3 (+2·planes²·9)
+    "resnet3d50_stmanet": 23_508_032 + 6 * 64 * 3 * 49 + 2 * 9 * (3 * 64**2 + 4 * 128**2 + 6 * 256**2 + 3 * 512**2),
+    "tcnn": 2_457_797 - (512 * 101 + 101),  # spec A: T-CNN at 101 classes (tests/test_tcnn.py) minus its fc
+}
 
 
 @pytest.mark.parametrize("backbone", options("backbone"))
 def test_every_backbone_instantiates(backbone, tmp_path):
     cfg = compose_config([f"backbone={backbone}"], tmp_path)
     net = instantiate(cfg.backbone)()  # the config is a partial: models add their own arguments
-    assert isinstance(net, torch.nn.Module)
     params = sum(p.numel() for p in net.parameters())
-    if backbone in TRUNK_PARAMS:
-        assert params == TRUNK_PARAMS[backbone]
+    assert params == {**TRUNK_PARAMS, **INFLATED_PARAMS}.get(backbone, params)
+    if backbone in TRUNK_PARAMS or "tiny" in backbone:  # runs: a feature map of out_channels channels
+        clip = torch.randn(1, 3, 32, 32) if isinstance(net, ResNet) else torch.randn(1, 3, 4, 32, 32)
         with torch.no_grad():
-            features = net.eval()(torch.randn(1, 3, 32, 32))
-        assert features.shape == (1, net.out_channels, 1, 1)
-    else:
-        assert params > 0
+            features = net.eval()(clip)
+        assert features.shape[:2] == (1, net.out_channels) and torch.isfinite(features).all()
+    assert backbone in TRUNK_PARAMS or backbone in INFLATED_PARAMS or "tiny" in backbone
 
 
 DECAY = {"cosine": CosineAnnealingLR, "multistep": MultiStepLR, "step": StepLR}
@@ -77,8 +88,9 @@ def test_optimizer_and_schedule_options(optimizer, schedule, tmp_path, synthetic
     module = build_module(cfg)
     datamodule = instantiate(cfg.dataset.datamodule)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        default_root_dir=tmp_path)
+                        enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=1 if schedule == "plateau" else 0,  # plateau follows val/top1
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=datamodule)
     opt = trainer.optimizers[0]
     assert type(opt).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
@@ -87,6 +99,9 @@ def test_optimizer_and_schedule_options(optimizer, schedule, tmp_path, synthetic
     assert groups["decay"]["initial_lr"] == pytest.approx(cfg.optimizer.lr)
     scheduler = trainer.lr_scheduler_configs[0]
     assert scheduler.interval == cfg.schedule.interval
+    if schedule == "plateau":
+        assert type(scheduler.scheduler) is PlateauSchedule and scheduler.monitor == "val/top1"
+        return
     kinds = [type(s) for s in scheduler.scheduler._schedulers]
     assert kinds == ([LinearLR] if cfg.schedule.warmup_epochs else []) + [DECAY[schedule]]
 
@@ -138,6 +153,11 @@ def test_every_dataset_config_instantiates(dataset, tmp_path):
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_builds(experiment, tmp_path):
     # no ImageNet download here: the recipes' weights are checked by key in test_tsm_backbone
-    cfg = compose_config([f"experiment={experiment}", "backbone.pretrained=null"], tmp_path)
+    # the T-CNN chain starts from checkpoints of earlier runs (tcnn_k400 → tcnn_<data> → tcnn_sparse_<data>)
+    start = (["model.network.init_checkpoint=null"] if experiment.startswith("tcnn_") and experiment != "tcnn_k400"
+             else []) + (["model.network.allow_untrained_crm=true"] if experiment.startswith("tcnn_sparse") else [])
+    cfg = compose_config([f"experiment={experiment}", "backbone.pretrained=null", *start], tmp_path)
     module = build_module(cfg)
-    assert sum(p.numel() for p in module.parameters()) > 0
+    network = type(module.network)
+    assert f"{network.__module__}.{network.__name__}" == cfg.model.network._target_
+    assert module.network.fc.out_features == cfg.dataset.num_classes

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.official_fixtures import make_kinetics400, make_sthv1, make_ucf101
-from tests.test_datasets_cli import NUM_CLASSES, TINY, sizes
+from tests.official_fixtures import NUM_CLASSES, make_kinetics400, make_sthv1, make_ucf101, sizes
+from tests.official_fixtures import TINY_RUN as TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +54,7 @@ def test_headline_command_runs_as_typed(name, tmp_path):
     assert f"root: {data_dir / LAYOUT[name][0]}" in resolved
 
 
+@pytest.mark.slow
 def test_relative_default_data_dir_is_the_working_directory(tmp_path):
     """Without TEMPO_DATA_DIR the data dir is `data/` where the command runs; the error says so."""
     env = {k: v for k, v in os.environ.items() if k != "TEMPO_DATA_DIR"}

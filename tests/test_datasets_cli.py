@@ -27,6 +27,7 @@ from tempo.train import run
 from tests.official_fixtures import (
     HMDB_CLASSES,
     K400_CLASSES,
+    NUM_CLASSES,
     SSV1_CLASSES,
     UCF_CLASSES,
     make_diving48,
@@ -35,39 +36,15 @@ from tests.official_fixtures import (
     make_sthv1,
     make_sthv2,
     make_ucf101,
+    sizes,
     truncate_file,
     ucf_file_name,
 )
+from tests.official_fixtures import TINY_RUN as TINY
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("k400", "sthv1", "sthv2", "ucf101", "hmdb51", "diving48")
-NUM_CLASSES = {"k400": 3, "sthv1": 5, "sthv2": 3, "ucf101": 4, "hmdb51": 3, "diving48": 3}
-TINY = [
-    "backbone=resnet_tiny",
-    "logger=none",
-    "callbacks=none",
-    "dataset.num_segments=4",
-    "dataset.input_size=32",
-    "dataset.batch_size=3",
-    "dataset.num_workers=0",
-    "dataset.datamodule.pin_memory=false",
-    "trainer.max_steps=2",
-    "trainer.limit_train_batches=2",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "++trainer.enable_progress_bar=false",
-    "++trainer.enable_model_summary=false",
-]
-
-
-def sizes(name: str) -> list[str]:
-    """Scale the paper resizes down to the 32×64 fixtures."""
-    if name in ("sthv1", "sthv2"):
-        return ["dataset.frame_height=36", "dataset.frame_width=64"]
-    return ["dataset.short_side=36"]
-
-
 def data_overrides(name: str, root: Path, annotations: Path) -> list[str]:
     return [f"dataset={name}", f"dataset.root={root}", f"dataset.annotations={annotations}",
             f"dataset.num_classes={NUM_CLASSES[name]}", *sizes(name)]

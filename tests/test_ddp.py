@@ -11,32 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch import nn
 
 from tempo.run.config import ConfigError, check_config
-from tests.conftest import CONF_DIR
-from tests.official_fixtures import write_clip
+from tests.conftest import CONF_DIR, TINY
+from tests.conftest import train_cli as conftest_train_cli
+from tests.official_fixtures import make_list_set
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_list_set(tmp: Path) -> tuple[Path, Path]:
-    """Train: 7 clips + the 0-byte one (8: two full batches of 4, no padding over 2 processes);
-    val = test: 4 clips (2 per class) + the 0-byte one (5: a DistributedSampler would pad one)."""
-    root, lists = tmp / "videos", tmp / "lists"
-    lists.mkdir(parents=True)
-    train, val = [], []
-    for label in (0, 1):
-        for k in range(6):
-            path = write_clip(root / f"c{label}" / f"v{k}.mp4", label, variant=k)
-            (train if k < 4 else val).append(f"c{label}/{path.name} {label}\n")
-    (root / "broken.mp4").write_bytes(b"")
-    train = train[:7] + ["broken.mp4 0\n"]
-    val = val + ["broken.mp4 1\n"]
-    (lists / "train.txt").write_text("".join(train))
-    (lists / "val.txt").write_text("".join(val))
-    return root, lists
 
 
 def train_cli(tmp: Path, root: Path, lists: Path, run_dir: Path, *overrides: str) -> dict:
@@ -102,3 +87,44 @@ def test_ddp_without_cuda_names_the_cpu_option(tmp_path, monkeypatch):
         check_config(compose_trainer(tmp_path, "trainer=ddp"))
     with pytest.raises(ConfigError, match=r"trainer=cpu"):
         check_config(compose_trainer(tmp_path, "trainer=gpu"))
+
+
+class NoNormNet(nn.Module):
+    """A clip classifier without batch norm or dropout: BN normalises with each process's own batch
+    and dropout draws per process, so those differ between 2 processes and 1 by design."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, video: torch.Tensor) -> dict:
+        return {"logits": self.fc(torch.relu(self.conv(video)).mean((2, 3, 4)))}
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_steps_of_one(tmp_path, synthetic_cache):
+    """2 CPU processes × batch 2 and 1 process × batch 4: the same samples and augmentations each step
+    (SeededShuffle, per-sample draws), so after 12 steps the same weights up to all-reduce rounding."""
+    common = [*TINY, "~model.network", "+model.network={_target_:tests.test_ddp.NoNormNet,num_classes:8}",
+              "trainer.deterministic=true", "trainer.max_epochs=2", "run_test=false", "optimizer.lr=0.01",
+              f"paths.cache_dir={synthetic_cache}"]
+
+    def train(name: str, *overrides: str) -> dict:
+        res = conftest_train_cli([*common, *overrides, f"hydra.run.dir={tmp_path / name}"])
+        assert res.returncode == 0, res.stderr[-4000:]
+        return json.loads((tmp_path / name / "summary.json").read_text())
+
+    one = train("one", "trainer=cpu", "dataset.batch_size=4")
+    two = train("two", "trainer=ddp_cpu", "trainer.devices=2", "dataset.batch_size=2")
+    assert one["global_step"] == two["global_step"] == 12 and two["lr"]["world_size"] == 2
+    weights = [torch.load(s["checkpoints"]["last"], map_location="cpu", weights_only=True)["state_dict"]
+               for s in (one, two)]
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, atol=1e-6, rtol=1e-5, msg=key)
+    losses = [row["train/loss_epoch"] for row in one["history"]]
+    assert abs(losses[1] - losses[0]) > 1e-3  # it trained: the weights compared are not two initialisations
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert b["train/loss_epoch"] == pytest.approx(a["train/loss_epoch"], abs=1e-6)
+        assert b["val/top1"] == a["val/top1"]

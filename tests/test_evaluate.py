@@ -164,6 +164,7 @@ def test_confusion_outputs_at_8_and_174_classes(tmp_path):
         assert width >= 1500 if k > 30 else width < 1500  # large: matrix + most-confused pairs side by side
 
 
+@pytest.mark.slow
 def test_cli_writes_csv_and_png_for_eight_strides(tiny_checkpoint, tmp_path, synthetic_cache):
     run_dir = tmp_path / "eval_cli"
     res = cli("tempo.evaluate", f"ckpt_path={tiny_checkpoint}", "eval.tempo_strides=[1,2,3,4,5,6,7,8]",

@@ -81,6 +81,7 @@ def test_local_configs_are_git_ignored_but_the_example():
 
 @pytest.mark.parametrize("script", ["tempo-train", "tempo-evaluate", "tempo-prepare", "tempo-profile", "tempo-report",
                                     "tempo-demo"])
+@pytest.mark.slow
 def test_console_scripts_are_installed(script):
     path = Path(sys.executable).parent / script
     assert path.is_file(), f"{path} missing: run `make setup` (pyproject.toml [project.scripts])"

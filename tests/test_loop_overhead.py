@@ -28,7 +28,7 @@ from tempo.run.callbacks import (
 from tempo.run.divergence import TrainingDiverged
 from tempo.run.metrics import EpochMean
 from tests.conftest import compose_config
-from tests.test_module import batch, batches, make_module
+from tests.module_fixtures import batch, batches, make_module
 
 SIZES = [4, 2, 4, 2, 4]  # unequal batches: the epoch mean is weighted by batch size
 

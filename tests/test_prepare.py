@@ -54,6 +54,7 @@ def damaged_hmdb(tmp_path) -> tuple[Path, Path, Path, Path]:
     return root, ann, missing, truncated
 
 
+@pytest.mark.slow
 def test_prepare_reports_missing_and_truncated_and_exits_1_only_when_strict(damaged_hmdb, tmp_path):
     root, ann, missing, truncated = damaged_hmdb
     relaxed = prepare_cli(tmp_path, "dataset=hmdb51", f"root={root}", f"annotations={ann}",
@@ -76,6 +77,7 @@ def test_prepare_reports_missing_and_truncated_and_exits_1_only_when_strict(dama
     assert "strict=true" in strict.stdout
 
 
+@pytest.mark.slow
 def test_prepare_strict_passes_on_clean_data(tmp_path):
     root, ann = make_hmdb51(tmp_path / "data", num_classes=2)
     result = prepare_cli(tmp_path, "dataset=hmdb51", f"root={root}", f"annotations={ann}", "strict=true",

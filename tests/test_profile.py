@@ -26,6 +26,7 @@ def profile_cfg(*overrides: str):
         return compose("profile", overrides=["paths.output_dir=unused", *overrides])
 
 
+@pytest.mark.slow
 def test_cli_reports_tcm_r50_params_and_gmacs(tmp_path):
     out = tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -32,8 +32,8 @@ def test_report_has_complexity_wall_time_and_branches(tmp_path, capsys):
     assert rows[1]["test/top1_original"] == "0.3"
     markdown = (tmp_path / "report.md").read_text().splitlines()
     assert "params (M)" in markdown[0] and "test/top1_discriminative" in markdown[0]
-    assert "| 0 | OD | 50.0 | 60.0 | 90.0 | 2.50 | 1.25 | 1h02m | 45.0 | 40.0 | 35.0 | completed |" in markdown
-    assert "| 1 | O | 25.0 | 30.0 |  |  |  | 1m05s |  | 30.0 |  | completed |" in markdown
+    assert "| 0 | OD | 50.0 | 60.0 | 90.0 | 2.50 | 1.25 | 1h02m | 45.0 | 40.0 | 35.0 |" in markdown
+    assert "| 1 | O | 25.0 | 30.0 |  |  |  | 1m05s |  | 30.0 |  |" in markdown
     assert "1h02m" in capsys.readouterr().out
 
 
@@ -46,7 +46,7 @@ def test_unfinished_job_is_listed_as_unfinished(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [(r["job"], r["optimizer.lr"], r["status"], r["best"]) for r in rows] == [
         ("0", "0.1", "completed", "0.5"), ("1", "0.01", "unfinished", "")]
-    assert "| 1 | 0.01 |  |  |  |  |  |  | unfinished |" in (tmp_path / "report.md").read_text()
+    assert "| 1 (unfinished) | 0.01 |  |  |  |  |  |  |" in (tmp_path / "report.md").read_text()
     assert "unfinished" in capsys.readouterr().out
 
 

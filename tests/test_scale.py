@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from tempo.run.module import RecognitionModule
 from tests.conftest import CONF_DIR, compose_config
-from tests.test_ddp import make_list_set
+from tests.official_fixtures import make_list_set
 
 REPO = Path(__file__).resolve().parents[1]
 

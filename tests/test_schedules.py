@@ -11,8 +11,8 @@ import lightning as L
 import pytest
 import torch
 
-from tempo.run.schedules import Cosine, MultiStep, Step, build_scheduler
-from tests.test_module import batch, batches, make_module, one_hot
+from tempo.run.schedules import Cosine, MultiStep, Plateau, Span, Step, build_scheduler
+from tests.module_fixtures import batch, batches, make_module, one_hot
 
 BASE = 0.1
 STEPS_PER_EPOCH = 4
@@ -147,7 +147,7 @@ def test_resume_continues_the_schedule(tmp_path, interval):
 
 
 def test_a_warm_up_covering_the_run_is_said_once_not_warned(caplog):
-    from tempo.run.schedules import Cosine, Span, describe
+    from tempo.run.schedules import describe
 
     span = Span(per_epoch=3, total=3, warmup=3)  # a 1-epoch run with the default 1-epoch warm-up
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -156,3 +156,68 @@ def test_a_warm_up_covering_the_run_is_said_once_not_warned(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "covering the whole run: no decay" in describe(Cosine(), span, "step", 0.1)
     assert "covering" not in describe(Cosine(), Span(per_epoch=3, total=9, warmup=3), "step", 0.1)
+
+
+# ---------------------------------------------------------------- schedule=plateau (TDPN §IV.A: "divided by a
+# coefficient of 10 when the saturation rate is determined by the verification performance")
+
+def fit_plateau(tmp_path, ckpt_path=None, callbacks=(), max_epochs=5, **plateau):
+    """Validation every epoch on the same batch: val/top1 is constant, so it stops improving after epoch 0."""
+    trace = LRTrace()
+    factor = Plateau(**{"patience": 1, **plateau})
+    module = make_module(optimizer=partial(torch.optim.SGD, lr=BASE, momentum=0.9),
+                         schedule={"factor": factor, "interval": "epoch", "warmup_epochs": 0})
+    labels = [0, 1, 2, 1]
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                        max_epochs=max_epochs, callbacks=[trace, *callbacks])
+    trainer.fit(module, train_dataloaders=loader(), val_dataloaders=batches(batch(one_hot(labels), labels)),
+                ckpt_path=ckpt_path)
+    return {step // STEPS_PER_EPOCH: lr for step, lr in trace.lrs.items()}, trainer
+
+
+def test_plateau_divides_by_10_after_patience_validations_without_improvement(tmp_path):
+    # epoch 0 sets the best; epochs 1, 2 do not improve (2 > patience 1) → ×0.1 from epoch 3; again after 4
+    lrs, _ = fit_plateau(tmp_path, max_epochs=6)
+    assert lrs == pytest.approx({0: BASE, 1: BASE, 2: BASE, 3: BASE / 10, 4: BASE / 10, 5: BASE / 100})
+
+
+def test_plateau_cooldown_and_min_lr(tmp_path):
+    lrs, _ = fit_plateau(tmp_path / "cool", max_epochs=7, cooldown=2)
+    assert lrs == pytest.approx({0: BASE, 1: BASE, 2: BASE, 3: BASE / 10, 4: BASE / 10, 5: BASE / 10,
+                                 6: BASE / 10})  # 2 validations not counted after the cut
+    lrs, _ = fit_plateau(tmp_path / "floor", max_epochs=6, min_lr=0.05)
+    assert lrs == pytest.approx({0: BASE, 1: BASE, 2: BASE, 3: 0.05, 4: 0.05, 5: 0.05})
+
+
+def test_plateau_resume_continues_the_count(tmp_path):
+    whole, _ = fit_plateau(tmp_path / "whole", max_epochs=6)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first, _ = fit_plateau(tmp_path / "first", callbacks=[StopAfterEpochs(2), checkpoint], max_epochs=6)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)["lr_schedulers"][0]
+    assert state["num_bad_epochs"] == 1 and state["best"] == 1.0  # the 2nd validation (epoch 1) is counted
+    resumed, trainer = fit_plateau(tmp_path / "resumed", ckpt_path=str(last), max_epochs=6)
+    assert min(resumed) == 2 and trainer.current_epoch == 6
+    assert {**first, **resumed} == pytest.approx(whole)
+
+
+def test_plateau_config_and_bad_settings(tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["schedule=plateau"], tmp_path)
+    factor = instantiate(cfg.schedule.factor)
+    assert factor == Plateau(monitor="val/top1", mode="max", factor=0.1, patience=5, cooldown=0, min_lr=0.0)
+    assert cfg.schedule.interval == "epoch" and cfg.schedule.warmup_epochs == 0
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE)
+    built = build_scheduler(optimizer, factor, Span(per_epoch=1, total=10, warmup=0), val_every=2)
+    assert (built["monitor"], built["frequency"], built["interval"]) == ("val/top1", 2, "epoch")
+    assert "plateau ×0.1 after 5 validations" in factor.describe()
+    with pytest.raises(ValueError, match="warmup_epochs=0"):
+        build_scheduler(optimizer, factor, Span(per_epoch=1, total=10, warmup=1))
+    with pytest.raises(ValueError, match="interval=epoch"):
+        build_scheduler(optimizer, factor, Span(per_epoch=4, total=40, warmup=0), interval="step")
+    with pytest.raises(ValueError, match="limit_val_batches"):
+        build_scheduler(optimizer, factor, Span(per_epoch=1, total=10, warmup=0), val_every=0)

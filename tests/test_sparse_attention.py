@@ -295,7 +295,7 @@ def test_bad_options_fail_clearly():
         ResponsePeaks(entropy="log")
     with pytest.raises(ValueError, match="base"):
         SparseSaliency(base=0.0)
-    with pytest.raises(ValueError, match="padding_mode"):
-        SaliencyResampler(padding_mode="wrap")
+    with pytest.raises(TypeError, match="padding_mode"):  # no option: it cannot change the output (see the class)
+        SaliencyResampler(padding_mode="zeros")
     with pytest.raises(ValueError, match="grid_size"):
         SparseSpatialAttention(peaks=ResponsePeaks(grid_size=21), zoom=SaliencyResampler(grid_size=31))

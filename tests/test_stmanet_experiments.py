@@ -24,6 +24,9 @@ SWEEPS = {
     # λ1 over the values with λ2 = 0.001, then λ2 with λ1 = 0.01; the default pair once
     "stmanet_lambda": {"div_lambdas": [f"[{v},0.001]" for v in LAMBDAS]
                        + [f"[0.01,{v}]" for v in LAMBDAS if v != 0.001]},
+    # Fig. 5: "the influence of … learning rate r on three datasets"
+    "stmanet_lr": {"dataset": ["ucf101", "hmdb51", "diving48"],
+                   "optimizer.lr": ["0.001", "0.005", "0.01", "0.02", "0.05", "0.1"]},
 }
 # CPU-sized overrides for the recipes: tiny 3D backbone, 4 frames (every 2nd of 7) at 28²
 TINY_3D = [o for o in TINY if not o.startswith("backbone=")] + ["backbone=resnet3d_stmanet_tiny"]
@@ -43,7 +46,7 @@ def test_recipe_numbers(name, tmp_path):
     assert cfg.dataset.name == RECIPES.get(name, "ucf101")
     net = cfg.model.network
     assert net._target_ == "tempo.models.stmanet.STMANet" and net.dropout == 0.0  # [D34]
-    assert (net.tda, net.sda, net.mf, net.head_from_stage) == (True, True, True, 5)
+    assert (net.tda.enabled, net.sda.enabled, net.fusion.mf, net.head_from_stage) == (True, True, True, 5)
     assert list(cfg.backbone.stem.kernel) == [7, 7, 7] and list(cfg.backbone.stem.pool_stride) == [1, 2, 2]
     assert list(cfg.backbone.temporal_strides) == [1, 2, 2, 2] and cfg.backbone.inflate_style == "3x3x3"
     assert cfg.backbone.pretrained is None
@@ -62,10 +65,12 @@ def test_recipe_numbers(name, tmp_path):
     assert cfg.dataset.test_views == "consecutive" and cfg.dataset.test_reduce == "prob"
     assert test_sampler._target_.endswith("ConsecutiveSampler")
     assert (test_sampler.interval, test_sampler.stride) == (2, 64)
+    # "batch SGD … momentum coefficient of 0.9 and 32 batch size", "initial learning rate is set at 0.01"; weight
+    # decay: not stated (none)
     opt = cfg.optimizer
     assert (opt._target_, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == ("torch.optim.SGD", 0.01, 0.9,
-                                                                                     False, 5e-4)
-    assert cfg.module.reference_batch_size == 32
+                                                                                     False, 0.0)
+    assert cfg.module.reference_batch_size == 32 and cfg.dataset.batch_size == 32  # one GPU: 32 clips per BN
     assert (cfg.schedule.factor.step_size, cfg.schedule.factor.gamma, cfg.schedule.warmup_epochs) == (15, 0.1, 0)
     assert cfg.trainer.max_epochs == 90
     OmegaConf.to_container(cfg.dataset, resolve=True)  # every interpolation resolves
@@ -81,7 +86,15 @@ def test_sweep_params(name):
 def test_component_rows_set_the_switches(row, tmp_path):
     cfg = compose_config(["experiment=stmanet_ablation_components", f"components={row}"], tmp_path)
     net = cfg.model.network
-    assert (net.tda, net.sda, net.mf) == ROWS[row]
+    assert (net.tda.enabled, net.sda.enabled, net.fusion.mf) == ROWS[row]
+
+
+@pytest.mark.parametrize("dataset", ["ucf101", "hmdb51", "diving48"])
+def test_lr_study_job_trains_the_recipe_on_each_dataset(dataset, tmp_path):
+    cfg = compose_config(["experiment=stmanet_lr", f"dataset={dataset}", "optimizer.lr=0.05"], tmp_path)
+    assert (cfg.dataset.name, cfg.optimizer.lr, cfg.dataset.num_segments, cfg.dataset.input_size) == (
+        dataset, 0.05, 32, 112)
+    assert cfg.sampler.loop_pad and cfg.dataset.datamodule.test_sampler._target_.endswith("ConsecutiveSampler")
 
 
 def test_lambda_pairs_set_the_regularizer_weights(tmp_path):
@@ -104,8 +117,12 @@ def test_stmanet_trains_on_the_synthetic_set(tmp_path, synthetic_cache):
     columns = set(rows[0])
     for term in ("loss", "loss_ce", "loss_div_s", "loss_div_t"):  # every loss term is logged
         assert f"train/{term}_epoch" in columns, columns
-    div_t = [float(r["train/loss_div_t_epoch"]) for r in rows if r.get("train/loss_div_t_epoch")]
-    assert len(div_t) == 2 and all(0 <= v <= 12 for v in div_t)
+    epochs = [r for r in rows if r.get("train/loss_div_t_epoch")]
+    assert len(epochs) == 2
+    for r in epochs:  # the logged total is CE + λ1·L_s + λ2·L_t with the paper's λ1 = 0.01, λ2 = 0.001
+        terms = {k: float(r[f"train/loss_{k}_epoch"]) for k in ("ce", "div_s", "div_t")}
+        expected = terms["ce"] + 0.01 * terms["div_s"] + 0.001 * terms["div_t"]
+        assert float(r["train/loss_epoch"]) == pytest.approx(expected, rel=1e-5)
 
 
 def _job_overrides(sweep_dir: Path) -> list[list[str]]:
@@ -122,7 +139,8 @@ def test_sweep_runs_end_to_end_at_tiny_scale(name, tmp_path, synthetic_cache):
                 "dataset.datamodule.test_sampler.stride=4",
                 f"paths.cache_dir={synthetic_cache}", f"hydra.sweep.dir={sweep_dir}"])
     assert res.returncode == 0, res.stderr[-3000:]
-    (key, values), = SWEEPS[name].items()
+    # dataset=synthetic on the command line wins over a swept dataset: the tiny run sweeps the other key
+    (key, values), = ((k, v) for k, v in SWEEPS[name].items() if k != "dataset")
     swept = [[o for o in job if o.startswith(f"{key}=")] for job in _job_overrides(sweep_dir)]
     assert swept == [[f"{key}={v}"] for v in values]
     for job, value in zip(sorted(sweep_dir.glob("*/summary.json"), key=lambda p: int(p.parent.name)), values,
@@ -133,7 +151,9 @@ def test_sweep_runs_end_to_end_at_tiny_scale(name, tmp_path, synthetic_cache):
         resolved = yaml.safe_load(Path(summary["config"]).read_text())
         if key == "components":
             net = resolved["model"]["network"]
-            assert (net["tda"], net["sda"], net["mf"]) == ROWS[value]
+            assert (net["tda"]["enabled"], net["sda"]["enabled"], net["fusion"]["mf"]) == ROWS[value]
+        elif key == "optimizer.lr":
+            assert resolved["optimizer"]["lr"] == float(value)
         else:
             weights = resolved["model"]["loss"]["regularizer_weights"]
             assert [weights["div_s"], weights["div_t"]] == yaml.safe_load(value)

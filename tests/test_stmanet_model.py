@@ -12,11 +12,12 @@ from hydra.utils import instantiate
 
 from tempo.analysis.counting import profile_network
 from tempo.models.backbones.resnet3d import ResNet3d
-from tempo.models.stmanet import STMANet
+from tempo.models.blocks.st_aggregation import SpatialDeepAggregation, TemporalDeepAggregation
+from tempo.models.stmanet import FusionOptions, SDAOptions, STMANet, TDAOptions, init_aggregation
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 PAPER = ["model=stmanet", "backbone=resnet3d50_stmanet", "dataset.num_classes=101"]
-OFF = ["model.network.tda=false", "model.network.sda=false", "model.network.mf=false"]
+OFF = ["model.network.tda.enabled=false", "model.network.sda.enabled=false", "model.network.fusion.mf=false"]
 TINY_3D = [o for o in TINY if not o.startswith("backbone=")] + ["model=stmanet", "backbone=resnet3d_stmanet_tiny"]
 # 16 frames at 48²: every stage keeps T ≥ 2 and H ≥ 2, so all attention matrices are non-trivial
 TINY_CLIP = (2, 3, 16, 48, 48)
@@ -64,7 +65,7 @@ def test_parameter_counts_at_101_classes(tmp_path):
     assert num_params(full) - num_params(plain) == pytest.approx(31.9e6, abs=0.1e6)  # spec D.7
     assert num_params(full.tda_blocks) + num_params(full.tda_stem) == pytest.approx(30.3e6, abs=0.1e6)
     assert num_params(full.sda_blocks) == pytest.approx(1.4e6, abs=0.05e6)
-    tda_off = meta_network(tmp_path, "model.network.tda=false")
+    tda_off = meta_network(tmp_path, "model.network.tda.enabled=false")
     assert not hasattr(tda_off, "tda_blocks") and not any("tda" in n for n, _ in tda_off.named_parameters())
 
 
@@ -103,7 +104,8 @@ def test_all_switches_off_is_the_plain_3d_resnet(tmp_path, clip, one_thread):
 
 def test_zero_gamma_makes_tda_the_identity_until_the_first_step(tmp_path, clip, one_thread):
     """ΔT = 0 at init (spec E.6); one SGD step later ΔT ≠ 0, and every TDA parameter then gets a gradient."""
-    net = network(tmp_path, "model.network.sda=false", "model.network.mf=false", "model.network.fuse_last_tda=false")
+    net = network(tmp_path, "model.network.sda.enabled=false", "model.network.fusion.mf=false",
+                  "model.network.fusion.fuse_last_tda=false")
     f = net.forward_features(clip)
     assert all(torch.equal(level, z) for level, z in zip(f.levels, f.stage_outputs, strict=True))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -121,18 +123,18 @@ def test_zero_gamma_makes_tda_the_identity_until_the_first_step(tmp_path, clip, 
 
 
 def test_literal_eq8_counts_z_twice(tmp_path, clip, one_thread):
-    net = network(tmp_path, "model.network.literal_eq8=true", "model.network.sda=false",
-                  "model.network.fuse_last_tda=false")
+    net = network(tmp_path, "model.network.fusion.literal_eq8=true", "model.network.sda.enabled=false",
+                  "model.network.fusion.fuse_last_tda=false")
     f = net.forward_features(clip)  # ΔT = 0 at init, so Z̄ = 2Z exactly
     assert all(torch.equal(level, 2 * z) for level, z in zip(f.levels, f.stage_outputs, strict=True))
 
 
 def test_last_tda_is_fused_into_the_head_input(tmp_path, clip, one_thread):
-    net = network(tmp_path, "model.network.sda=false")
+    net = network(tmp_path, "model.network.sda.enabled=false")
     f = net.forward_features(clip)
     torch.testing.assert_close(f.levels[-1], f.stage_outputs[-1] + f.chain[-1], rtol=0, atol=0)
     # without the fusion nothing reads the last chain output: its ε is not built (it could never learn)
-    unfused = network(tmp_path, "model.network.sda=false", "model.network.fuse_last_tda=false")
+    unfused = network(tmp_path, "model.network.sda.enabled=false", "model.network.fusion.fuse_last_tda=false")
     assert not hasattr(unfused.tda_blocks["5"], "eps_conv") and hasattr(unfused.tda_blocks["4"], "eps_conv")
     assert len(unfused.forward_features(clip).chain) == 4
 
@@ -150,7 +152,13 @@ def test_every_parameter_learns_and_the_loss_has_every_term(tmp_path, clip, one_
         assert set(terms) == {"loss", "ce", "div_s", "div_t"} and torch.isfinite(terms["loss"])
         expected = terms["ce"] + 0.01 * terms["div_s"] + 0.001 * terms["div_t"]  # λ1, λ2 of spec D.6
         torch.testing.assert_close(terms["loss"], expected)
-        assert 0 <= terms["div_t"] <= 12 and 0 <= terms["div_s"] <= 12
+        if i == 0:  # L_t of spec D.5, brute force: 12 ordered pairs of cosines of the A_t pooled to the last
+            temporal = net.forward_features(clip).temporal  # stage's size (T₅ × T₅), batch mean
+            pooled = [torch.nn.functional.adaptive_avg_pool2d(a, temporal[-1].shape[-2:]).flatten(1) for a in temporal]
+            brute = sum(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8).mean()
+                        for ia, a in enumerate(pooled) for ib, b in enumerate(pooled) if ia != ib)
+            torch.testing.assert_close(terms["div_t"], brute, rtol=1e-4, atol=1e-6)
+            assert 0 < terms["div_s"] < 12  # non-negative maps: each cosine in (0, 1), not all equal to 1
         terms["loss"].backward()
         if i == 0:
             opt.step()
@@ -171,7 +179,7 @@ def test_diversity_terms_alone_train_the_attention_projections(tmp_path, clip, o
 
 @pytest.mark.parametrize("tda, sda, terms", [(True, False, {"div_t"}), (False, True, {"div_s"}), (False, False, set())])
 def test_a_switched_off_module_drops_its_term(tmp_path, clip, tda, sda, terms, one_thread):
-    net = network(tmp_path, f"model.network.tda={tda}", f"model.network.sda={sda}")
+    net = network(tmp_path, f"model.network.tda.enabled={tda}", f"model.network.sda.enabled={sda}")
     assert set(net(clip).get("regularizers", {})) == terms
     net.eval()
     assert set(net(clip)) == {"logits"}
@@ -197,15 +205,15 @@ def test_head_from_stage_cuts_the_network(tmp_path, clip, stage, channels, one_t
     out = net(clip)
     assert out["logits"].shape == (2, 8) and set(out.get("regularizers", {})) == ({"div_s", "div_t"} if stage > 2
                                                                                    else set())
-    single = network(tmp_path, f"model.network.head_from_stage={stage}", "model.network.mf=false")
+    single = network(tmp_path, f"model.network.head_from_stage={stage}", "model.network.fusion.mf=false")
     assert single.fc.in_features == 32 * 2 ** (stage - 2)
 
 
 @pytest.mark.parametrize("option", [
-    "model.network.eps_order=conv_pool", "model.network.sda_kv_pool=1", "model.network.sda_kv_pool_stages=[]",
-    "model.network.zero_init_delta=false", "model.network.tda_scaled=false", "model.network.sda_scaled=false",
-    "model.network.delta_groups=1", "model.network.tda_reduction=8", "model.network.sda_reduction=4",
-    "model.network.dropout=0.5", "model.network.fuse_last_tda=false", "model.network.mf=false"])
+    "model.network.tda.eps_order=conv_pool", "model.network.sda.kv_pool=1", "model.network.sda.kv_pool_stages=[]",
+    "model.network.tda.zero_init_delta=false", "model.network.tda.scaled=false", "model.network.sda.scaled=false",
+    "model.network.tda.delta_groups=1", "model.network.tda.reduction=8", "model.network.sda.reduction=4",
+    "model.network.dropout=0.5", "model.network.fusion.fuse_last_tda=false", "model.network.fusion.mf=false"])
 def test_every_option_builds_and_runs(tmp_path, option, one_thread):
     net = network(tmp_path, option)
     out = net(torch.randn(2, 3, 8, 32, 32))
@@ -232,7 +240,61 @@ def test_bad_configs_name_the_key(tmp_path):
         network(tmp_path, "backbone=resnet_tiny", base=[o for o in TINY_3D if not o.startswith("backbone=")])
     with pytest.raises(InstantiationException, match="div_reduction"):
         network(tmp_path, "model.network.div_reduction=avg")
-    with pytest.raises(InstantiationException, match="sda_kv_pool_stages"):
-        network(tmp_path, "model.network.sda_kv_pool_stages=[1,2]")
+    with pytest.raises(InstantiationException, match="sda.kv_pool_stages"):
+        network(tmp_path, "model.network.sda.kv_pool_stages=[1,2]")
     with pytest.raises(InstantiationException, match="eps_order"):
-        network(tmp_path, "model.network.eps_order=pool")
+        network(tmp_path, "model.network.tda.eps_order=pool")
+
+
+# -- Kaiming initialisation (paper: "initialized using the Kaiming initialization strategy") -------------
+def test_kaiming_init_of_every_aggregation_conv(tmp_path):
+    """Convs feeding a BN: Kaiming fan_out (σ = √(2/fan_out)); attention projections: Kaiming fan_in
+    (σ = √(2/fan_in)), not torch's default uniform (σ = √(1/(3·fan_in)), what they kept before)."""
+    torch.manual_seed(0)
+    net = meta_network(tmp_path).to_empty(device="cpu")  # paper widths: enough elements for a tight σ
+    init_aggregation(net.tda_blocks), init_aggregation(net.sda_blocks)
+    checked = 0
+    for name, m in [*net.tda_blocks.named_modules(), *net.sda_blocks.named_modules()]:
+        if isinstance(m, torch.nn.Conv3d) and m.weight.numel() > 20_000:
+            receptive = m.weight[0, 0].numel()
+            fan = m.weight.shape[1] * receptive if name.endswith(("query", "key")) else m.weight.shape[0] * receptive
+            assert m.weight.std().item() == pytest.approx((2 / fan) ** 0.5, rel=0.05), name
+            checked += 1
+    assert checked >= 20
+
+
+def test_fan_out_would_saturate_the_attention_at_the_paper_widths():
+    """Why the projections take Kaiming's fan_in mode: at stage 5's width (C = 2048, T = 4, 4×4) the fan_out
+    scale makes the TDA softmax rows nearly one-hot at init (no gradient through them); fan_in keeps them soft."""
+    torch.manual_seed(0)
+    z, chain = torch.relu(torch.randn(1, 2048, 4, 4, 4)), torch.relu(torch.randn(1, 1024, 4, 4, 4))
+    tda = TemporalDeepAggregation(2048, 1024, last=True, chain_output=False)
+    init_aggregation(tda)
+    with torch.no_grad():
+        soft = tda.attention(torch.cat([z, chain], 1)).max(-1).values.mean()
+        for proj in (tda.query, tda.key):
+            torch.nn.init.kaiming_normal_(proj.weight, mode="fan_out", nonlinearity="relu")
+        saturated = tda.attention(torch.cat([z, chain], 1)).max(-1).values.mean()
+    assert soft < 0.7 and saturated > 0.9
+    sda = SpatialDeepAggregation(256, kv_pool=2)
+    init_aggregation(sda)
+    assert sda.query.weight.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)
+
+
+# -- constructor groups (conf/model/stmanet.yaml: tda / sda / fusion) ------------------------------------
+def test_option_groups_build_the_same_network_as_dataclasses(tmp_path, clip, one_thread):
+    cfg = compose_config([*TINY_3D, "model.network.tda.reduction=8", "model.network.sda.enabled=false",
+                          "model.network.fusion.mf=false"], tmp_path)
+    torch.manual_seed(0)
+    from_config = instantiate(cfg.model.network)
+    torch.manual_seed(0)
+    direct = STMANet(instantiate(cfg.backbone), cfg.dataset.num_classes, tda=TDAOptions(reduction=8),
+                     sda=SDAOptions(enabled=False), fusion=FusionOptions(mf=False))
+    assert from_config.state_dict().keys() == direct.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(from_config.state_dict().values(), direct.state_dict().values(),
+                                                        strict=True))
+    assert not from_config.use_sda and not from_config.use_mf and from_config.tda_blocks["2"].query.out_channels == 4
+    with pytest.raises(InstantiationException, match=r"model.network.tda.enabled=false"):
+        network(tmp_path, "model.network.tda=false")  # the flat switch of before: the error names the new key
+    with pytest.raises(InstantiationException, match=r"model.network.sda: unknown option"):
+        network(tmp_path, "+model.network.sda.kv_pooling=2")

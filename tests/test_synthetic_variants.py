@@ -2,7 +2,9 @@
 
 import hashlib
 import json
+import multiprocessing
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,3 +61,23 @@ def test_hard_variant_through_the_config(tmp_path):
     assert sorted(r.label for r in train.records) == list(range(12)) and train.class_names == class_names("hard")
     assert reader.root.parent == tmp_path / "cache" / "synthetic"
     assert (reader.root / "classes.txt").read_text().splitlines() == class_names("hard")
+
+
+def _prepare_after(barrier, cache: str) -> str:
+    barrier.wait()  # all processes start generating the same set at once
+    return str(SyntheticVideos(cache_dir=cache, train_per_class=2, val_per_class=1, num_frames=8, size=32).prepare())
+
+
+def test_processes_generating_the_same_set_at_once_all_get_it_whole(tmp_path):
+    """Two pytest-xdist workers (or DDP ranks) sharing $TEMPO_CACHE_DIR may generate the same set at the
+    same moment: each writes its own partial folder, one rename wins, nobody sees a half-written set."""
+    context = multiprocessing.get_context("fork")
+    barrier = context.Manager().Barrier(3)
+    with context.Pool(3) as pool:
+        roots = pool.starmap(_prepare_after, [(barrier, str(tmp_path))] * 3)
+    root = Path(roots[0])
+    assert set(roots) == {str(root)} and (root / "spec.json").is_file()
+    listed = (root / "train.txt").read_text().split() + (root / "val.txt").read_text().split()
+    videos = [root / p for p in listed[::2]]
+    assert len(videos) == 3 * 8 and all(v.stat().st_size > 0 for v in videos)
+    assert [p.name for p in root.parent.iterdir()] == [root.name]  # no partial folder left behind

@@ -167,11 +167,17 @@ def test_global_module_is_identity_at_zero_gamma_in_train_and_eval():
 def test_global_module_difference_edges_are_zero():
     torch.manual_seed(5)
     g = GlobalTemporalDifference(32)
-    forward, backward = g.differences(torch.randn(2, 32, 5, 6, 6))
+    x = torch.randn(2, 32, 5, 6, 6)
+    forward, backward = g.differences(x)
     assert forward.shape == backward.shape == (2, 2, 5, 6, 6)
     assert torch.all(forward[:, :, -1] == 0) and torch.all(backward[:, :, 0] == 0)
-    assert forward[:, :, :-1].abs().min() >= 0 and forward[:, :, :-1].abs().sum() > 0
-    assert backward[:, :, 1:].abs().sum() > 0
+    # inside the clip, Eq. 2: C(F_t, F_t±1) = Z_t − Conv(Z_t±1), frame by frame
+    z = g.bn(g.reduce(x))
+    zs = g.smooth(z)
+    for t in range(4):
+        torch.testing.assert_close(forward[:, :, t], z[:, :, t] - zs[:, :, t + 1], rtol=0, atol=0)
+        torch.testing.assert_close(backward[:, :, t + 1], z[:, :, t + 1] - zs[:, :, t], rtol=0, atol=0)
+    assert forward[:, :, :-1].abs().min() > 0  # the smoothing conv makes Z_t and Conv(Z_t+1) differ everywhere
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -226,22 +232,22 @@ def test_rgb_differences_values_edges_and_static_clip():
         rgb_differences(video, 3)
 
 
-def tiny_local(variant: str = "light", **kw) -> LocalTemporalDifference:
+def tiny_local(variant: str = "low_resolution", **kw) -> LocalTemporalDifference:
     return LocalTemporalDifference(8, [8, 16, 32], [1, 1, 1], fuse_channels=[128, 256], variant=variant, **kw)
 
 
-@pytest.mark.parametrize("variant", ["light", "deep"])
+@pytest.mark.parametrize("variant", LocalTemporalDifference.VARIANTS)
 def test_local_module_shapes_and_zero_at_init(variant):
     torch.manual_seed(9)
     m = tiny_local(variant)
     video = torch.randn(2, 3, 4, 64, 64)
     out = m(video, {"res4": (4, 4), "res5": (2, 2)})
-    expected = {"res4": (2, 128, 4, 4, 4)} | ({"res5": (2, 256, 4, 2, 2)} if variant == "light" else {})
+    expected = {"res4": (2, 128, 4, 4, 4)} | ({"res5": (2, 256, 4, 2, 2)} if variant != "deep" else {})
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
     assert all(torch.all(v == 0) for v in out.values())
 
 
-@pytest.mark.parametrize("variant", ["light", "deep"])
+@pytest.mark.parametrize("variant", LocalTemporalDifference.VARIANTS)
 def test_local_module_every_parameter_learns_after_the_first_step(variant):
     torch.manual_seed(10)
     m = tiny_local(variant)
@@ -255,6 +261,30 @@ def test_local_module_every_parameter_learns_after_the_first_step(variant):
     grads = grads_after_first_step(m, loss)
     assert all(v > 0 for v in grads.values()), [k for k, v in grads.items() if v == 0]
     assert any(v.abs().sum() > 0 for v in m(video, sizes).values())  # no longer a no-op
+
+
+def test_default_local_module_follows_eq1_order():
+    """Eq. 1, H = Upsmp(CONV(Downsmp(D))): the default variant downsamples the difference stack (to 4× the res5
+    grid), runs the CNN there (its output lands on the res5 grid) and upsamples the result to res4 (nearest:
+    every 2×2 block of the res4 addition is one value). The CNN-first variant (light) sees 2× downsampled
+    differences and pools afterwards."""
+    torch.manual_seed(12)
+    sizes = {"res4": (4, 4), "res5": (2, 2)}
+    seen = {}
+    for variant in ("low_resolution", "light"):
+        m = tiny_local(variant) if variant == "light" else LocalTemporalDifference(
+            8, [8, 16, 32], [1, 1, 1], fuse_channels=[128, 256])  # the constructor's default
+        for bn in m.laterals.values():
+            nn.init.ones_(bn[1].weight)  # make the additions visible
+        hook = m.cnn.register_forward_hook(
+            lambda mod, args, out, v=variant: seen.update({v: (tuple(args[0].shape[-2:]), tuple(out.shape[-2:]))}))
+        out = m(torch.randn(2, 3, 4, 64, 64), sizes)
+        hook.remove()
+        if variant == "low_resolution":
+            res4 = out["res4"]
+            assert torch.equal(res4, res4[..., ::2, ::2].repeat_interleave(2, -2).repeat_interleave(2, -1))
+    assert seen["low_resolution"] == ((8, 8), sizes["res5"])  # Down to 4·h5, CNN lands on the res5 grid
+    assert seen["light"] == ((32, 32), (8, 8))  # CNN first at half resolution, pooled to 4² / 2² afterwards
 
 
 def test_local_module_parameter_counts():

@@ -86,7 +86,7 @@ def test_r50_parameter_counts(r50):
     blocks = r50.profile_blocks()  # tempo.profile's rows
     assert sum(n_params(b) for k, b in blocks.items() if k.startswith("G@")) == 17_268
     assert [k for k in blocks if k.startswith("MHSA")] == ["MHSA@res5.0", "MHSA@res5.1", "MHSA@res5.2"]
-    assert n_params(blocks["local (light)"]) == 1_046_144
+    assert n_params(blocks["local (low_resolution)"]) == 1_046_144
 
 
 def test_r101_parameter_count(tmp_path):

@@ -178,3 +178,26 @@ def test_demo_test_views_read_the_protocols_views(tmp_path):
     assert torch.equal(test[5], test[0].flip(-1))  # top-left crop, flipped
     with pytest.raises(Exception, match="views must be one of"):
         read_clip(config, str(clip), "all")
+
+
+def test_tdpn_fine_tunes_its_trunk_from_a_slowonly_release(tmp_path, caplog, one_thread):
+    """TDPN's res5 spatial convs are MHSA (with fresh BNs): the release's res5 3×3 kernels and BNs are not used,
+    every other trunk tensor is; the TDPN modules start fresh and learn."""
+    data = fixture("mmaction2_slowonly_r50_8x8_k400")
+    release = save_release(data, tmp_path / "slowonly.pth")
+    with caplog.at_level("INFO"):
+        net = network("model=tdpn", "backbone=resnet3d50", "dataset.num_classes=51", "dataset.input_size=64",
+                      "model.network.local_variant=light", f"model.network.init_checkpoint={release}")
+    source = seeded_state(data["keys"], data["seed"])
+    state = net.state_dict()
+    assert torch.equal(state["backbone.layer3.5.conv1.weight"], source["backbone.layer3.5.conv1.conv.weight"])
+    assert torch.equal(state["backbone.layer4.0.conv3.weight"], source["backbone.layer4.0.conv3.conv.weight"])
+    assert not torch.equal(state["backbone.layer4.0.bn2.running_var"], source["backbone.layer4.0.conv2.bn.running_var"])
+    assert "not used backbone" in caplog.text and "starting fresh" in caplog.text and "pyramid" in caplog.text
+    # one step: the fresh MHSA of res5 and the classifier receive gradient
+    net.train()
+    logits = net(torch.randn(1, 3, 8, 64, 64))["logits"]
+    torch.nn.functional.cross_entropy(logits, torch.tensor([3])).backward()
+    fresh = {n: p for n, p in net.named_parameters() if n.startswith(("backbone.layer4.0.conv2.", "fc."))}
+    assert fresh and all(p.grad is not None and p.grad.abs().sum() > 0 for p in fresh.values()), \
+        [n for n, p in fresh.items() if p.grad is None or not p.grad.abs().sum()]

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tempo.data.dataset import VideoDataset
 from tempo.data.manifest import FrameManifest
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord, check_labels
+from tempo.data.resumable import ResumableLoader, SeededShuffle, epoch_progress
 from tempo.data.samplers import ConsecutiveSampler
 from tempo.data.transforms import Compose
 from tempo.errors import ConfigError, MissingDataError
@@ -142,6 +143,8 @@ class VideoDataModule(L.LightningDataModule):
     pin_memory: None = pinned when CUDA is available.
     manifest: fill frame counts from a `FrameManifest` cached in `manifest_dir` (probed once,
         in `manifest_workers` threads); `root` is its key (default: the records' common folder).
+    seed: the training order and every random draw of the data path derive from (seed, epoch,
+        sample index) (`tempo.data.resumable`); `tempo.train` passes the run's `seed`.
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class VideoDataModule(L.LightningDataModule):
         manifest_dir: str | None = None,
         manifest_workers: int | None = None,
         root: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if test_subset not in SUBSETS:
@@ -200,6 +204,9 @@ class VideoDataModule(L.LightningDataModule):
         self.manifest_dir = manifest_dir
         self.manifest_workers = manifest_workers
         self.root = root
+        self.seed = seed
+        self._train_loader: ResumableLoader | None = None
+        self._resume_at: dict | None = None  # a checkpoint's loader position, for the next train loader
         self.datasets: dict[str, VideoDataset] = {}
         self._records: dict[str, list[VideoRecord]] = {}
         self.probed: dict[str, int] = {}  # per subset: videos probed for frame counts (0 = all cached)
@@ -311,21 +318,45 @@ class VideoDataModule(L.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                             shuffle=False)
 
-    def _loader(self, subset: str, batch_size: int, shuffle: bool) -> DataLoader:
-        extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor and self.num_workers else {}
+    def _loader(self, subset: str, batch_size: int) -> DataLoader:
+        """An evaluation loader: every video once, in order."""
         dataset = self.datasets[subset]
-        sampler = None if shuffle else self._eval_sampler(dataset)
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-            drop_last=shuffle and len(dataset) > batch_size, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, **extra,
-        )
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=self._eval_sampler(dataset),
+                          **self._worker_options())
+
+    def _worker_options(self) -> dict:
+        extra = {"prefetch_factor": self.prefetch_factor} if self.prefetch_factor and self.num_workers else {}
+        return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                "persistent_workers": self.persistent_workers, **extra}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        """Shuffled by `SeededShuffle` (each process its share of one permutation per epoch), with
+        the position within the epoch saved in checkpoints (`ResumableLoader`)."""
+        dataset = self.datasets["train"]
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        loader = ResumableLoader(
+            dataset, batch_size=self.batch_size, sampler=SeededShuffle(dataset, self.seed, replicas, rank),
+            drop_last=len(dataset) > self.batch_size * replicas, progress=lambda: epoch_progress(self.trainer),
+            **self._worker_options(),
+        )
+        if self._resume_at is not None:
+            loader.resume(self._resume_at)
+            self._resume_at = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: the training loader's position within the epoch."""
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        return {"train_position": self._train_loader.position()} if fitting and self._train_loader else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Lightning hands this over before the loader is built (`train_dataloader` applies it)."""
+        self._resume_at = state.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        return self._loader("val", self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.test_batch_size, shuffle=False)
+        return self._loader("test", self.test_batch_size)

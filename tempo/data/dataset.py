@@ -5,6 +5,11 @@ In training it is replaced by another random sample and the sample carries a cou
 (`failures`) that the LightningModule sums into the log; in evaluation a stand-in is
 loaded but the sample is marked `valid=False`, so it is excluded from the metrics and
 counted beside them. Nothing is dropped silently and nothing crashes the epoch.
+
+Training keys are `(index, draw_seed)` (from `tempo.data.resumable.SeededShuffle`): every random
+draw for the sample — frame offsets, transforms, the replacement of an undecodable video — comes
+from `draw_seed`, so a sample is the same in any worker, with any number of workers, and after a
+resume. A plain integer key in training draws its seed from torch's global generator.
 """
 
 from __future__ import annotations
@@ -78,8 +83,18 @@ class VideoDataset(Dataset):
             self._reported.add(err.path)
             log.warning("skipping undecodable video: %s", err)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()))) if self.train else None
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        if isinstance(key, tuple | list):
+            index, seed = int(key[0]), int(key[1])
+        else:
+            index, seed = int(key), int(torch.randint(0, 2**62, ())) if self.train else None
+        if seed is None:
+            return self._item(index, None)
+        with torch.random.fork_rng(devices=[]):  # the transforms draw from torch's generator
+            torch.manual_seed(seed)
+            return self._item(index, np.random.default_rng(seed))
+
+    def _item(self, index: int, rng: np.random.Generator | None) -> dict:
         failures = 0
         candidate = index
         for _ in range(MAX_RETRIES):
@@ -89,7 +104,7 @@ class VideoDataset(Dataset):
             except DecodeError as err:
                 self._report(err)
                 failures += 1
-                candidate = int(torch.randint(0, len(self.records), ())) if self.train else \
+                candidate = int(rng.integers(len(self.records))) if rng is not None else \
                     (candidate + 1) % len(self.records)
         else:
             raise RuntimeError(

@@ -22,6 +22,7 @@ past it.
 from __future__ import annotations
 
 import mmap
+import os
 import threading
 from dataclasses import dataclass
 
@@ -100,6 +101,18 @@ class PacketIndex:
 
 
 _reformatters = threading.local()
+_inherited: list = []
+
+
+def _fresh_reformatters() -> None:
+    """In a forked loader worker: new swscale contexts. Using the parent's hangs the child (seen with
+    num_workers=2 after the parent had decoded in-process), and so does freeing them: they are kept."""
+    global _reformatters
+    _inherited.append(_reformatters)
+    _reformatters = threading.local()
+
+
+os.register_at_fork(after_in_child=_fresh_reformatters)
 
 
 def to_rgb(frame, width: int | None = None, height: int | None = None) -> np.ndarray:

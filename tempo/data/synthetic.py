@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -170,8 +171,13 @@ def render_hard_clip(label: int, spec: SyntheticSpec, rng: np.random.Generator) 
 
 
 def generate(root: Path, spec: SyntheticSpec) -> None:
-    """Write videos/, train.txt, val.txt, classes.txt under `root` (atomically)."""
-    tmp = root.with_name(root.name + ".partial")
+    """Write videos/, train.txt, val.txt, classes.txt under `root` (atomically).
+
+    Each process writes its own partial folder and renames it into place, so processes generating the
+    same set at once (pytest-xdist workers, DDP ranks sharing $TEMPO_CACHE_DIR) never write into one
+    another's files; the first to finish wins and the others keep its (identical) result.
+    """
+    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(spec.seed)
     names = class_names(spec.variant)
@@ -186,8 +192,14 @@ def generate(root: Path, spec: SyntheticSpec) -> None:
         (tmp / f"{subset}.txt").write_text("".join(lines[i] for i in order))
     (tmp / "classes.txt").write_text("".join(n + "\n" for n in names))
     (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    if root.exists() and not (root / "spec.json").exists():  # a left-over without its spec: incomplete
+        shutil.rmtree(root, ignore_errors=True)
+    try:
+        tmp.rename(root)
+    except OSError:  # renaming onto a non-empty folder: another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / "spec.json").exists():
+            raise
 
 
 class SyntheticVideos:

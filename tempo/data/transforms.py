@@ -4,7 +4,8 @@ A sample is a dict: `video` uint8 tensor (V, T, C, H, W) (V views; 1 in training
 and `label` int. Transforms map sample → sample and keep the leading view axis;
 multi-crop transforms (`ThreeCrop`) multiply V. Float conversion and mean/std
 normalisation happen later on the device (see `RecognitionModule`).
-Randomness comes from torch's RNG, which Lightning seeds per worker.
+Randomness comes from torch's RNG, which `VideoDataset` seeds per sample in training (from
+(seed, epoch, index): `tempo.data.resumable`).
 """
 
 from __future__ import annotations

@@ -4,13 +4,13 @@ diversity losses.
 Per stage i = 2..5 (res2..res5 of ``ResNet3d``; the ST-MANet backbone config is
 ``conf/backbone/resnet3d50_stmanet.yaml``), with Z^i the stage output:
 
-* TDA (``tda``): ``TemporalDeepAggregation`` gives ΔT^i and the next link Z_TDA^i of a chain that starts
+* TDA (``tda.enabled``): ``TemporalDeepAggregation`` gives ΔT^i and the next link Z_TDA^i of a chain that starts
   from the stem, Z_TDA^1 = ReLU(BN(Conv1×1×1(Z^1))) [D20];
-* SDA (``sda``): ``SpatialDeepAggregation`` gives ΔS^i;
-* Z̄^i = Z^i + ΔT^i + ΔS^i feeds stage i+1 [D28] (``literal_eq8``: + Z^i once more when TDA is on);
-* at the last stage Ẑ = Z̄ + Z_TDA (the un-pooled last TDA, [D29], ``fuse_last_tda``).
+* SDA (``sda.enabled``): ``SpatialDeepAggregation`` gives ΔS^i;
+* Z̄^i = Z^i + ΔT^i + ΔS^i feeds stage i+1 [D28] (``fusion.literal_eq8``: + Z^i once more when TDA is on);
+* at the last stage Ẑ = Z̄ + Z_TDA (the un-pooled last TDA, [D29], ``fusion.fuse_last_tda``).
 
-Head: with ``mf`` (multi-level fusion) GAP of every level Z̄², …, Ẑ⁵ concatenated → Linear(3840 → K);
+Head: with ``fusion.mf`` (multi-level fusion) GAP of every level Z̄², …, Ẑ⁵ concatenated → Linear(3840 → K);
 without, Linear(2048 → K) on GAP(Ẑ⁵). ``head_from_stage`` = s ∈ {2..5} puts the head on stage s for the
 per-stage study: stages after s are not built, the last TDA/fusion happen at s, MF fuses stages 2..s.
 
@@ -21,7 +21,7 @@ All switches off is exactly the plain 3D ResNet + GAP + fc.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -54,23 +54,87 @@ def check_head_stage(stage: int) -> int:
     return int(stage)
 
 
+@dataclass
+class TDAOptions:
+    """Temporal deep aggregation (spec D.2; ``model.network.tda``): ``enabled`` is Table 4's TDA switch;
+    ``reduction`` φ/ϖ → C/reduction channels [D21], ``scaled`` logits / √d [D22], ``eps_order`` [D23],
+    ``delta_groups`` / ``zero_init_delta`` of ε' [D25]."""
+
+    enabled: bool = True
+    reduction: int = 16
+    scaled: bool = True
+    eps_order: str = "pool_conv"
+    delta_groups: int = 8
+    zero_init_delta: bool = True
+
+
+@dataclass
+class SDAOptions:
+    """Spatial deep aggregation (spec D.3; ``model.network.sda``): ``enabled`` is Table 4's SDA switch;
+    ``reduction`` θ_q/θ_k → C/reduction channels [D26], ``kv_pool`` on the stages in ``kv_pool_stages``
+    [D27], ``scaled`` logits / √(C'·T)."""
+
+    enabled: bool = True
+    reduction: int = 8
+    kv_pool: int = 2
+    kv_pool_stages: Sequence[int] = (2, 3)
+    scaled: bool = True
+
+
+@dataclass
+class FusionOptions:
+    """How the levels combine (``model.network.fusion``): ``mf`` is Table 4's multi-level fusion head;
+    ``fuse_last_tda`` Ẑ⁵ = Z̄⁵ + Z_TDA⁵ [D29]; ``literal_eq8`` Z̄ = 2Z + ΔT + ΔS [D28]."""
+
+    mf: bool = True
+    fuse_last_tda: bool = True
+    literal_eq8: bool = False
+
+
+def options(cls: type, value, key: str):
+    """A config group (mapping, or the dataclass itself) → ``cls``; unknown keys fail naming ``key``."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"model.network.{key} must be a group of options ({', '.join(cls.__dataclass_fields__)}),"
+                         f" got {value!r}: e.g. model.network.{key}.enabled=false")
+    unknown = set(value) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"model.network.{key}: unknown option(s) {sorted(unknown)}; "
+                         f"options are {list(cls.__dataclass_fields__)}")
+    return cls(**value)
+
+
+def init_aggregation(module: nn.Module) -> None:
+    """Kaiming initialisation (the paper: "initialized using the Kaiming initialization strategy") of every
+    conv of the aggregation blocks in ``module``: fan_out for the convs feeding a BN (ε, ε', chain stem; BN
+    1/0, ε''s zero γ kept), fan_in — torch's default mode of He et al.'s rule — for the attention
+    projections (φ, ϖ, θ_q, θ_k): with fan_out their logits are so large at the paper's widths that the
+    softmax rows start near one-hot (tests/test_stmanet_model.py shows both)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv3d):
+            projection = name.endswith(("query", "key"))
+            nn.init.kaiming_normal_(m.weight, mode="fan_in" if projection else "fan_out", nonlinearity="relu")
+
+
 class STMANet(nn.Module):
     """ST-MANet; ``forward(video (B, 3, T, H, W)) -> {"logits", "regularizers" (training)}``.
 
-    backbone: ``ResNet3d`` factory (Hydra ``_partial_``). Switches: ``tda``, ``sda``, ``mf``. Spec choices:
-    ``fuse_last_tda`` [D29], ``literal_eq8`` [D28]; TDA: ``tda_reduction`` [D21], ``tda_scaled`` [D22],
-    ``eps_order`` [D23], ``delta_groups`` / ``zero_init_delta`` [D25]; SDA: ``sda_reduction`` [D26],
-    ``sda_kv_pool`` on the stages in ``sda_kv_pool_stages`` [D27], ``sda_scaled``; ``div_reduction`` [D31].
-    ``init_checkpoint``: a tempo checkpoint initialising every tensor but ``fc`` (fine-tuning).
+    backbone: ``ResNet3d`` factory (Hydra ``_partial_``). ``tda`` / ``sda`` / ``fusion``: the options of each
+    module (``TDAOptions``, ``SDAOptions``, ``FusionOptions``, or mappings of their fields, as Hydra passes
+    ``conf/model/stmanet.yaml``'s groups). ``head_from_stage``: the per-stage study; ``dropout`` [D34];
+    ``div_reduction`` [D31]; ``init_checkpoint``: a tempo checkpoint initialising every tensor but ``fc``.
     """
 
-    def __init__(self, backbone: Callable[..., ResNet3d], num_classes: int, tda: bool = True, sda: bool = True,
-                 mf: bool = True, head_from_stage: int = 5, dropout: float = 0.0, fuse_last_tda: bool = True,
-                 literal_eq8: bool = False, tda_reduction: int = 16, tda_scaled: bool = True,
-                 eps_order: str = "pool_conv", delta_groups: int = 8, zero_init_delta: bool = True,
-                 sda_reduction: int = 8, sda_kv_pool: int = 2, sda_kv_pool_stages: Sequence[int] = (2, 3),
-                 sda_scaled: bool = True, div_reduction: str = "sum", init_checkpoint: str | None = None):
+    def __init__(self, backbone: Callable[..., ResNet3d], num_classes: int, tda: TDAOptions | Mapping | None = None,
+                 sda: SDAOptions | Mapping | None = None, fusion: FusionOptions | Mapping | None = None,
+                 head_from_stage: int = 5, dropout: float = 0.0, div_reduction: str = "sum",
+                 init_checkpoint: str | None = None):
         super().__init__()
+        tda, sda = options(TDAOptions, tda, "tda"), options(SDAOptions, sda, "sda")
+        fusion = options(FusionOptions, fusion, "fusion")
         self.backbone = backbone()
         if not isinstance(self.backbone, ResNet3d):
             raise ValueError(f"model=stmanet needs a 3D backbone, got {type(self.backbone).__name__}: add "
@@ -78,10 +142,11 @@ class STMANet(nn.Module):
         self.head_stage = check_head_stage(head_from_stage)
         if div_reduction not in REDUCTIONS:
             raise ValueError(f"model.network.div_reduction={div_reduction!r}: use one of {list(REDUCTIONS)}")
-        if not set(sda_kv_pool_stages) <= set(STAGES):
-            raise ValueError(f"model.network.sda_kv_pool_stages={list(sda_kv_pool_stages)}: stages are {list(STAGES)}")
-        self.use_tda, self.use_sda, self.use_mf = bool(tda), bool(sda), bool(mf)
-        self.fuse_last_tda, self.literal_eq8, self.div_reduction = fuse_last_tda, literal_eq8, div_reduction
+        if not set(sda.kv_pool_stages) <= set(STAGES):
+            raise ValueError(f"model.network.sda.kv_pool_stages={list(sda.kv_pool_stages)}: stages are {list(STAGES)}")
+        self.use_tda, self.use_sda, self.use_mf = bool(tda.enabled), bool(sda.enabled), bool(fusion.mf)
+        self.fuse_last_tda, self.literal_eq8 = fusion.fuse_last_tda, fusion.literal_eq8
+        self.div_reduction = div_reduction
         self.stage_numbers = [i for i in STAGES if i <= self.head_stage]
         self._drop_unused_stages()
         channels = {i: self.backbone.stage_channels[i - 2] for i in self.stage_numbers}
@@ -89,16 +154,18 @@ class STMANet(nn.Module):
             self.tda_stem = tda_chain_stem(self.backbone.stem_spec.width, channels[2] // 2)
             self.tda_blocks = nn.ModuleDict({
                 str(i): TemporalDeepAggregation(
-                    c, c // 2, last=i == self.head_stage, reduction=tda_reduction, scaled=tda_scaled,
-                    eps_order=eps_order, delta_groups=delta_groups, zero_init_delta=zero_init_delta,
-                    chain_output=i < self.head_stage or fuse_last_tda)
+                    c, c // 2, last=i == self.head_stage, reduction=tda.reduction, scaled=tda.scaled,
+                    eps_order=tda.eps_order, delta_groups=tda.delta_groups, zero_init_delta=tda.zero_init_delta,
+                    chain_output=i < self.head_stage or self.fuse_last_tda)
                 for i, c in channels.items()})
+            init_aggregation(self.tda_stem)
+            init_aggregation(self.tda_blocks)
         if self.use_sda:
             self.sda_blocks = nn.ModuleDict({
-                str(i): SpatialDeepAggregation(c, reduction=sda_reduction, scaled=sda_scaled,
-                                               kv_pool=sda_kv_pool if i in sda_kv_pool_stages else 1)
+                str(i): SpatialDeepAggregation(c, reduction=sda.reduction, scaled=sda.scaled,
+                                               kv_pool=sda.kv_pool if i in sda.kv_pool_stages else 1)
                 for i, c in channels.items()})
-        self._init_aggregation()
+            init_aggregation(self.sda_blocks)
         head_channels = sum(channels.values()) if self.use_mf else channels[self.head_stage]
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(head_channels, num_classes)
@@ -110,16 +177,6 @@ class STMANet(nn.Module):
         for i in STAGES:
             if i > self.head_stage:
                 setattr(self.backbone, f"layer{i - 1}", nn.Identity())
-
-    def _init_aggregation(self) -> None:
-        """Kaiming (fan_out, ReLU) for the convs feeding a BN (ε, ε', chain stem), BN 1/0 but ε''s zero γ.
-        The attention projections keep PyTorch's fan_in init: a fan_out Kaiming scale makes the initial
-        logits so large that softmax saturates to one-hot rows with vanishing gradients."""
-        for name, m in self.named_modules():
-            if not name.startswith(("tda_", "sda_")):
-                continue
-            if isinstance(m, nn.Conv3d) and not name.endswith(("query", "key")):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     @property
     def stages(self) -> list[nn.Module]:

@@ -18,6 +18,7 @@ the dilated rows 4, 6, 8 are its 3rd, 5th and 7th 160→160 rows).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -150,6 +151,14 @@ def build_backbone(backbone: Callable[..., TCNNBackbone] | TCNNBackbone | None) 
     return net
 
 
+def check_start_checkpoint(path: str | None, make: str) -> None:
+    """A missing ``model.network.init_checkpoint`` fails before anything is built, with the run that makes it."""
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"model.network.init_checkpoint={path} does not exist: make it with `{make}` (its "
+                                "checkpoints/last.ckpt), or pass another checkpoint, or "
+                                "model.network.init_checkpoint=null to start from scratch")
+
+
 class TCNN(nn.Module):
     """T-CNN classifier: backbone → GAP over (T, H, W) → dropout → FC (spec A.1 head).
 
@@ -159,6 +168,7 @@ class TCNN(nn.Module):
     def __init__(self, num_classes: int, backbone: Callable[..., TCNNBackbone] | TCNNBackbone | None = None,
                  dropout: float = 0.5, init_checkpoint: str | None = None):
         super().__init__()
+        check_start_checkpoint(init_checkpoint, "python -m tempo.train experiment=tcnn_k400")
         self.backbone = build_backbone(backbone)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.backbone.out_channels, num_classes)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tempo.models.blocks.sparse_attention import SparseSpatialAttention
-from tempo.models.tcnn import TCNNBackbone, build_backbone
+from tempo.models.tcnn import TCNNBackbone, build_backbone, check_start_checkpoint
 from tempo.models.weights import init_from_checkpoint
 
 BRANCH_NAMES = {"O": "original", "D": "discriminative", "C": "complementary"}
@@ -48,16 +48,26 @@ class TCNNSparse(nn.Module):
     ``branch_fc.complementary`` for D and C, initialised as copies of ``fc``; with C+D, ``fc`` is frozen:
     only the CRMs read it); ``init_checkpoint`` [D16]: a T-CNN (or sparse model)
     checkpoint for the backbone and, with ``init_classifier`` (default), its classifier — the CRMs need a
-    trained classifier."""
+    trained classifier: a model with a D or C branch and no checkpoint (or ``init_classifier=false``) fails
+    unless ``allow_untrained_crm`` (tests, or a classifier loaded some other way)."""
 
     def __init__(self, num_classes: int, backbone: Callable[..., TCNNBackbone] | TCNNBackbone | None = None,
                  attention: SparseSpatialAttention | None = None, branches: str = "OCD",
                  branch_heads: str = "shared", dropout: float = 0.5, init_checkpoint: str | None = None,
-                 init_classifier: bool = True):
+                 init_classifier: bool = True, allow_untrained_crm: bool = False):
         super().__init__()
         if branch_heads not in HEAD_MODES:
             raise ValueError(f"model.network.branch_heads must be one of {HEAD_MODES}, got {branch_heads!r}")
         self.branches = check_branches(branches)
+        make = "python -m tempo.train experiment=tcnn_ucf101 (or tcnn_hmdb51: the T-CNN on the same data)"
+        if self.branches != "O" and not (init_checkpoint and init_classifier) and not allow_untrained_crm:
+            raise ValueError(
+                f"model.network.branches={self.branches} reads class response maps from the classifier, which "
+                f"no checkpoint trains here (init_checkpoint={init_checkpoint}, init_classifier={init_classifier}):"
+                f" the attention would follow a random classifier. Make a T-CNN checkpoint on this dataset with "
+                f"`{make}` and pass model.network.init_checkpoint=<its checkpoints/last.ckpt>, or set "
+                "model.network.allow_untrained_crm=true to train anyway")
+        check_start_checkpoint(init_checkpoint, make)
         self.branch_heads = branch_heads
         self.backbone = build_backbone(backbone)
         channels = self.backbone.out_channels
@@ -106,7 +116,7 @@ class TCNNSparse(nn.Module):
             zoomed = tuple(BRANCH_NAMES[b] for b in self.branches if b != "O")
             attention = self.attention(video, features, self.fc.weight, self.fc.bias, outputs=zoomed)
             clips = torch.cat([attention[name] for name in zoomed])
-            for name, feats in zip(zoomed, self.pooled(clips)[0].chunk(len(zoomed)), strict=True):
+            for name, feats in zip(zoomed, self.pooled(clips)[0].unflatten(0, (len(zoomed), -1)), strict=True):
                 pooled[name] = feats
         dropped = {name: self.dropout(feats) for name, feats in pooled.items()}
         branch_logits = {name: self.head(name)(feats) for name, feats in dropped.items()}

@@ -6,8 +6,9 @@
 
 * ``use_global_low`` (C2): a ``GlobalTemporalDifference`` in every res2/res3 bottleneck, between
   conv1→BN→ReLU and the spatial conv (the backbone's ``after_conv1`` slot);
-* ``use_local_high`` (C3): a ``LocalTemporalDifference`` branch (``local_variant`` light|deep) added to the
-  res4 and res5 outputs (light) or res4 only (deep); zero-γ laterals make it a no-op at init;
+* ``use_local_high`` (C3): a ``LocalTemporalDifference`` branch (``local_variant`` low_resolution|light|deep)
+  added to the res4 and res5 outputs (low_resolution: Eq. 1's Up(CNN(Down(D))), the default; light) or res4
+  only (deep); zero-γ laterals make it a no-op at init;
 * ``use_mhsa`` (C1/O4): res5's 1×3×3 convs become per-frame ``BoTSelfAttention`` (+ a fresh BN); the
   relative tables are sized from ``input_size`` (14×14 / 7×7 at 224²);
 * the TPN-style pyramid (C4) over F2..F5 — built by ``pyramid`` (``ssm_groups``, ``trm_rates``, ``flow``);
@@ -29,6 +30,7 @@ from tempo.models.backbones.resnet3d import ResNet3d
 from tempo.models.blocks.bot_mhsa import BoTSelfAttention
 from tempo.models.blocks.temporal_difference import GlobalTemporalDifference, LocalTemporalDifference
 from tempo.models.blocks.temporal_pyramid import AuxiliaryHead, TemporalPyramid
+from tempo.models.weights import init_from_checkpoint
 
 STAGES = ("res2", "res3", "res4", "res5")
 
@@ -102,14 +104,17 @@ class TDPN(nn.Module):
     side (sizes the MHSA tables). global_reduction/global_zero_init: C2's C/c and BN_e γ=β=0 at init.
     local_num_differences/local_pretrained: C3's stacked differences per frame and the ImageNet source of the
     local CNN (null, imagenet, or a torchvision-format ResNet-50 file). mhsa_heads: C1's 4 heads.
+    init_checkpoint: fine-tuning start — a tempo checkpoint of the same network (all but the classifiers), or
+    a released 3D ResNet (MMAction2 I3D/SlowOnly, `tempo.convert` output): its backbone initialises the trunk;
+    the temporal-difference modules, res5's MHSA (+ fresh BN), pyramid and heads start fresh.
     """
 
     def __init__(self, backbone: Callable[..., ResNet3d], pyramid: Callable[..., TemporalPyramid],
                  num_classes: int, input_size: int = 224, use_global_low: bool = True,
-                 use_local_high: bool = True, use_mhsa: bool = True, local_variant: str = "light",
+                 use_local_high: bool = True, use_mhsa: bool = True, local_variant: str = "low_resolution",
                  aux_weight: float = 0.5, dropout: float = 0.5, global_reduction: int = 16,
                  global_zero_init: bool = True, local_num_differences: int = 4, local_pretrained: str | None = None,
-                 mhsa_heads: int = 4):
+                 mhsa_heads: int = 4, init_checkpoint: str | None = None):
         super().__init__()
         if aux_weight < 0:
             raise ValueError(f"model.aux_weight must be ≥ 0 (0 disables the auxiliary head), got {aux_weight}")
@@ -131,6 +136,9 @@ class TDPN(nn.Module):
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
         self.aux_head = AuxiliaryHead(channels[2], num_classes, dropout) if aux_weight > 0 else None
+        if init_checkpoint:
+            init_from_checkpoint(self, init_checkpoint, skip=("fc.", "aux_head.fc."),
+                                 hint="same backbone and TDPN switches needed")
 
     def features(self, video: torch.Tensor) -> list[torch.Tensor]:
         """F2..F5: the res2..res5 maps after the temporal-difference modules, each (B, C_l, T, H_l, W_l)."""
@@ -154,6 +162,13 @@ class TDPN(nn.Module):
         if self.training and self.aux_head is not None:
             out["aux_logits"] = self.aux_head(maps[2])
         return out
+
+    def replaced_backbone_prefixes(self) -> list[str]:
+        """Backbone modules TDPN replaced (res5's spatial convs by MHSA, with fresh BNs): fine-tuning from a
+        released 3D ResNet leaves them fresh (`tempo.models.zoo.finetune`)."""
+        if not self.use_mhsa:
+            return []
+        return [f"backbone.layer4.{i}.{part}." for i in range(len(self.backbone.layer4)) for part in ("conv2", "bn2")]
 
     def training_only_modules(self) -> list[nn.Module]:
         """Modules that only run in training (the auxiliary head): ``tempo.profile`` leaves them out of the

@@ -25,6 +25,8 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
+from tempo.data.resumable import epoch_progress
+
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +72,11 @@ class RunCheckpoint(ModelCheckpoint):
                            batch_idx: int) -> None:
         # saving only at epoch ends (tempo's default): Lightning's per-step checks cost ~20-70 µs a step
         if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            # not at an epoch's last step: the epoch-end checkpoint, after validation, follows (resuming
+            # from a save before it, Lightning skips that epoch's validation and epoch-end hooks)
+            done, epoch_batches = epoch_progress(trainer)
+            if done < epoch_batches:
+                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

@@ -131,6 +131,14 @@ def _check_accelerator(cfg: DictConfig) -> None:
     raise ConfigError("trainer asks for a GPU (accelerator=gpu) but CUDA is not available here; use trainer=cpu")
 
 
+def _check_determinism(cfg: DictConfig) -> None:
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("deterministic") and trainer.get("benchmark"):
+        raise ConfigError(f"trainer.deterministic={trainer.deterministic} with trainer.benchmark=true (set by "
+                          "trainer=gpu/ddp): cuDNN's autotuner ignores the deterministic mode; add "
+                          "trainer.benchmark=false")
+
+
 def check_config(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt and ckpt not in ("last", "best") and not Path(ckpt).is_file():
@@ -142,3 +150,4 @@ def check_config(cfg: DictConfig) -> None:
     _check_segments(cfg)
     _check_schedule(cfg)
     _check_accelerator(cfg)
+    _check_determinism(cfg)

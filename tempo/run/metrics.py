@@ -147,3 +147,18 @@ class EpochMeans(nn.Module):
     def items(self):
         """(term name, metric, the metric's attribute path below this module)."""
         return [(name, self.metrics[key], f"metrics.{key}") for name, key in self.names.items()]
+
+
+def running_states(metrics: dict[str, Metric]) -> dict[str, dict[str, torch.Tensor]]:
+    """The accumulated states of epoch metrics, for a checkpoint saved in the middle of an epoch."""
+    return {name: {k: v.detach().cpu().clone() for k, v in m.metric_state.items() if isinstance(v, torch.Tensor)}
+            for name, m in metrics.items() if m.update_called}
+
+
+def restore_running_states(metrics: dict[str, Metric], states: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Put `running_states` back, so the resumed epoch's means cover the batches before the stop."""
+    for name, state in states.items():
+        metric = metrics[name]
+        for key, value in state.items():
+            setattr(metric, key, value.to(getattr(metric, key).device))
+        metric._update_count = max(metric._update_count, 1)  # torchmetrics' "update was called" flag

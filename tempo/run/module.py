@@ -24,10 +24,18 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
+from tempo.data.resumable import epoch_progress
 from tempo.run.divergence import NonFiniteLossCheck, check_finite_weights
 from tempo.run.losses import CrossEntropy
-from tempo.run.metrics import BranchAccuracy, EpochMean, EpochMeans, accuracy_metrics
-from tempo.run.schedules import build_scheduler, describe, run_span
+from tempo.run.metrics import (
+    BranchAccuracy,
+    EpochMean,
+    EpochMeans,
+    accuracy_metrics,
+    restore_running_states,
+    running_states,
+)
+from tempo.run.schedules import Plateau, PlateauStep, build_scheduler, describe, run_span
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +196,29 @@ class RecognitionModule(L.LightningModule):
         value = self.trainer.callback_metrics.get("train/decode_failures")
         self.decode_failures += int(round(float(value))) if value is not None else 0
 
+    # -- mid-epoch checkpoints ------------------------------------------------------------
+    def _running_metrics(self) -> dict:
+        return {"top1": self.train_top1, "failures": self.train_failures,
+                **{f"loss.{name}": metric for name, metric, _ in self.train_losses.items()}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint saved within an epoch carries the epoch's running training metrics (a resume
+        continues their sums) and every checkpoint the run's decode-failure count."""
+        checkpoint["decode_failures"] = self.decode_failures
+        trainer = self._trainer
+        if trainer is not None and trainer.training and (progress := epoch_progress(trainer))[0] < progress[1]:
+            checkpoint["running_train_metrics"] = running_states(self._running_metrics())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None or self._trainer.state.fn != "fit":
+            return  # testing the best checkpoint after fitting keeps the whole run's count
+        self.decode_failures = int(checkpoint.get("decode_failures", 0))
+        states = checkpoint.get("running_train_metrics")
+        if states:
+            for name in (n.removeprefix("loss.") for n in states if n.startswith("loss.")):
+                self.train_losses.update({name: torch.zeros((), device=self.device)}, 0)  # the term's metric, empty
+            restore_running_states(self._running_metrics(), states)
+
     @staticmethod
     def scored_outputs(outputs: dict) -> dict[str, torch.Tensor]:
         """What evaluation scores: the main logits ("logits") and each branch's logits by name.
@@ -230,6 +261,10 @@ class RecognitionModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        factor = self.schedule.get("factor")
+        return [PlateauStep(factor.monitor)] if isinstance(factor, Plateau) else []
 
     def multi_view_scores(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, V, C, T, H, W) → {"logits": (B, K), <branch>: (B, K), …}: each averaged over the
@@ -293,5 +328,6 @@ class RecognitionModule(L.LightningModule):
         span = run_span(self.trainer, interval, self.schedule.get("warmup_epochs", 0.0))
         if self.trainer.is_global_zero:
             log.info(describe(factor, span, interval, start_factor))
-        scheduler = build_scheduler(optimizer, factor, span, start_factor, interval)
+        val_every = (self.trainer.check_val_every_n_epoch or 1) if self.trainer.limit_val_batches else 0
+        scheduler = build_scheduler(optimizer, factor, span, start_factor, interval, val_every)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

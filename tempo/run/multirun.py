@@ -10,14 +10,20 @@ rank is a task of the same submitit job, which runs the same job config: nothing
 Lightning also leaves its rendezvous variables (LOCAL_RANK, MASTER_PORT, ...) in the
 environment of the sweep's process; the next job would take them as an external launcher's and
 wait for ranks that have exited. Each job starts from the environment the sweep started with.
+
+`SweepOutcome` (a Hydra callback, `conf/train.yaml`) ends a sweep with a non-zero exit status when
+a job did not complete, after every job has run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 
-from omegaconf import open_dict, read_write
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
 
 # what Lightning's DDP launch sets in the launching process
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -58,3 +64,22 @@ def pin_ddp_ranks_to_job() -> bool:
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     _restore_sweep_env()
     return True
+
+
+class SweepOutcome(Callback):
+    """After a multirun: one line per job that did not complete (diverged, pre-empted, crashed before
+    its summary), and a non-zero exit status when there is one. The other jobs ran to the end: a
+    diverging job returns NaN to the sweeper instead of raising (`tempo.train.main`)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        unfinished = []
+        for job in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()) if sweep_dir.is_dir() else []:
+            summary = job / "summary.json"
+            status = json.loads(summary.read_text()).get("status") if summary.is_file() else "no summary.json"
+            if status != "completed":
+                unfinished.append(f"{job.name}: {status}")
+        if unfinished:
+            print(f"{len(unfinished)} sweep job(s) did not complete ({sweep_dir}):\n  " + "\n  ".join(unfinished),
+                  file=sys.stderr)
+            raise SystemExit(1)  # passes Hydra's callback guard (it catches Exception only)

@@ -11,6 +11,8 @@ WARNINGS = (
     r"You have overridden `on_(before|after)_batch_transfer` in `LightningModule` but have passed in a",
     # Lightning's use of a torch.utils._pytree API torch deprecated (not ours to fix)
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # tempo's training loader resumes mid-epoch through the data module's state (tempo.data.resumable)
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable",
 )
 LOG_PREFIXES = (
     "💡 Tip:",  # Lightning's advertising for its cloud services

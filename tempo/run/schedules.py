@@ -1,5 +1,6 @@
 """Learning-rate schedules: an optional linear warm-up, then a decay, built from torch's own
-schedulers (`LinearLR` → `CosineAnnealingLR` / `MultiStepLR` / `StepLR` in a `SequentialLR`).
+schedulers (`LinearLR` → `CosineAnnealingLR` / `MultiStepLR` / `StepLR` in a `SequentialLR`), or
+`ReduceLROnPlateau` on a validation metric (`Plateau`, stepped by Lightning with the metric's value).
 
 The config describes the decay in epochs (`MultiStep`, `Step`, `Cosine` below); the
 scheduler is sized from what Lightning will actually run (`trainer.estimated_stepping_batches`,
@@ -14,8 +15,17 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import lightning as L
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, MultiStepLR, SequentialLR, StepLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    StepLR,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +93,67 @@ class Cosine:
         return f"cosine to {self.min_factor:g}×"
 
 
+@dataclass
+class Plateau:
+    """LR × `factor` once `monitor` has not improved (by more than `threshold`, relative) for `patience`
+    validations; then `cooldown` validations without counting; never below `min_lr` (absolute).
+
+    torch's `ReduceLROnPlateau`, stepped by Lightning after each validation with the metric's value. Its
+    checkpoint state (best value, bad-epoch count, cooldown left, last LRs) is plain numbers, so a resumed
+    run continues the count. No warm-up; interval epoch only.
+    """
+
+    monitor: str = "val/top1"
+    mode: str = "max"
+    factor: float = 0.1
+    patience: int = 5
+    cooldown: int = 0
+    min_lr: float = 0.0
+    threshold: float = 1e-4
+
+    def build(self, optimizer: Optimizer, span: Span) -> PlateauSchedule:
+        if not 0 < self.factor < 1:
+            raise ValueError(f"schedule.factor.factor must be in (0, 1), got {self.factor}")
+        if span.warmup:
+            raise ValueError("schedule=plateau has no warm-up: set schedule.warmup_epochs=0")
+        return PlateauSchedule(optimizer, mode=self.mode, factor=self.factor, patience=self.patience,
+                               threshold=self.threshold, cooldown=self.cooldown, min_lr=self.min_lr)
+
+    def describe(self) -> str:
+        return (f"plateau ×{self.factor:g} after {self.patience} validations without {self.mode} "
+                f"{self.monitor} improving (cooldown {self.cooldown}, min LR {self.min_lr:g})")
+
+
+class PlateauSchedule(ReduceLROnPlateau):
+    """`ReduceLROnPlateau` stepped by `PlateauStep` right after each validation, before any checkpoint of that
+    epoch is written (Lightning's own plateau step comes after the checkpoint, so a resumed run would miss
+    one validation's count); Lightning's call at the epoch's end does nothing."""
+
+    def step(self, metrics=None, epoch=None) -> None:  # noqa: ARG002 - Lightning's call: stepped already
+        return None
+
+    def step_after_validation(self, value: float) -> None:
+        super().step(value)
+
+
+class PlateauStep(L.Callback):
+    """Steps every `PlateauSchedule` of the run with its monitored metric after each validation (not the
+    sanity check). Lightning runs checkpoint callbacks last, so the checkpoint holds the new count."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        schedules = [c.scheduler for c in trainer.lr_scheduler_configs if isinstance(c.scheduler, PlateauSchedule)]
+        if schedules and self.monitor not in trainer.callback_metrics:
+            raise ValueError(f"schedule=plateau follows {self.monitor!r}, which validation did not log (logged: "
+                             f"{sorted(trainer.callback_metrics)}); set schedule.factor.monitor")
+        for schedule in schedules:
+            schedule.step_after_validation(float(trainer.callback_metrics[self.monitor]))
+
+
 class RunSchedule(SequentialLR):
     """Warm-up + decay. Its checkpoint holds only the step count: resuming rebuilds the
     schedule from the config (sized for the run being resumed) and replays it to that step,
@@ -125,14 +196,23 @@ def run_span(trainer, interval: str, warmup_epochs: float) -> Span:
     return Span(per_epoch=per_epoch, total=total, warmup=int(round(warmup_epochs * per_epoch)))
 
 
-def build_scheduler(optimizer: Optimizer, factor: MultiStep | Step | Cosine, span: Span,
-                    warmup_start_factor: float = 0.1, interval: str = "epoch") -> dict:
+def build_scheduler(optimizer: Optimizer, factor: MultiStep | Step | Cosine | Plateau, span: Span,
+                    warmup_start_factor: float = 0.1, interval: str = "epoch", val_every: int = 1) -> dict:
     """A Lightning `lr_scheduler` config dict for `factor` (the decay) after `span.warmup` steps
-    of linear warm-up from `warmup_start_factor` × LR."""
+    of linear warm-up from `warmup_start_factor` × LR. A `Plateau` is stepped every `val_every`
+    epochs (`trainer.check_val_every_n_epoch`), when its metric is there."""
     if interval not in ("epoch", "step"):
         raise ValueError(f"schedule.interval must be 'epoch' or 'step', got {interval!r}")
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
+    if isinstance(factor, Plateau):
+        if interval != "epoch":
+            raise ValueError("schedule=plateau steps after each validation: set schedule.interval=epoch")
+        if val_every < 1:
+            raise ValueError(f"schedule=plateau follows {factor.monitor}, but validation is off "
+                             "(trainer.limit_val_batches=0): enable validation or choose another schedule")
+        return {"scheduler": factor.build(optimizer, span), "interval": "epoch", "frequency": val_every,
+                "monitor": factor.monitor, "strict": True}
 
     def build() -> tuple[list[LRScheduler], list[int]]:
         decay = factor.build(optimizer, span)

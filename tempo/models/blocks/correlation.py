@@ -40,6 +40,12 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 CorrelationMethod = Literal["rows", "loop"]
 
 
+def capturing_graph() -> bool:
+    """Whether torch.export (also under the ONNX exporter) or torch.jit.trace is recording the forward: the
+    hand-written autograd Functions then give way to plain ops computing the same values."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def _check_inputs(a: torch.Tensor, b: torch.Tensor, patch_size: int) -> None:
     if a.dim() != 4 or a.shape != b.shape:
         raise ValueError(f"expected two (M, C, H, W) tensors of equal shape, got {tuple(a.shape)} and "
@@ -116,6 +122,20 @@ class _RowCorrelation(torch.autograd.Function):
         return grad_a, grad_b, None, None
 
 
+def _row_correlation_graph(a: torch.Tensor, b: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`_RowCorrelation.forward` as plain out-of-place ops, for graph export: the same GEMM per row of
+    displacements, the band read with a gather instead of a strided view. (M, C, H, W) × 2 → (H, M, W, P, P)."""
+    m, c, h, w = a.shape
+    r = (patch_size - 1) // 2
+    a_flat = a.permute(2, 0, 3, 1).reshape(h * m, w, c)
+    b_rows = F.pad(b, (r, r, r, r)).permute(2, 0, 1, 3)  # (H + 2R, M, C, W + 2R)
+    positions = torch.arange(w, device=a.device)
+    band = (positions[:, None] + torch.arange(patch_size, device=a.device)[None]).expand(h * m, w, patch_size)
+    rows = [torch.gather(torch.bmm(a_flat, b_rows[i:i + h].reshape(h * m, c, w + 2 * r)), 2, band)
+            for i in range(patch_size)]
+    return torch.stack(rows, dim=2).view(h, m, w, patch_size, patch_size)
+
+
 def correlation_pixel_major(a: torch.Tensor, b: torch.Tensor, patch_size: int,
                              relu: bool = False) -> torch.Tensor:
     """Correlation in the layout (H, M, W, P²) used internally by the match estimation.
@@ -128,7 +148,11 @@ def correlation_pixel_major(a: torch.Tensor, b: torch.Tensor, patch_size: int,
     _check_inputs(a, b, patch_size)
     dtype = compute_dtype(a.dtype)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        out = _RowCorrelation.apply(a.to(dtype), b.to(dtype), patch_size, relu)
+        if capturing_graph():  # no out= buffers, strided band views or autograd.Function in an exported graph
+            out = _row_correlation_graph(a.to(dtype), b.to(dtype), patch_size)
+            out = out.relu() if relu else out
+        else:
+            out = _RowCorrelation.apply(a.to(dtype), b.to(dtype), patch_size, relu)
     h, m, w = out.shape[:3]
     return out.view(h, m, w, patch_size * patch_size)
 

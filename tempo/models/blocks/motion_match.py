@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from tempo.models.blocks.correlation import capturing_graph
+
 TIE_ULPS = 16  # argmax tie tolerance in units of the dtype's eps (see first_argmax)
 
 
@@ -46,8 +48,28 @@ def first_argmax(corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     conf = corr.amax(dim=1)
     tolerance = TIE_ULPS * torch.finfo(corr.dtype).eps
     threshold = conf - tolerance * conf.abs().clamp(min=1.0)
-    index = torch.max(corr >= threshold[:, None], dim=1).indices  # first True
+    ties = corr >= threshold[:, None]
+    if torch.compiler.is_exporting():
+        ties = ties.to(torch.uint8)  # ONNX's ArgMax takes no bool input; the first maximum is the same
+    index = torch.max(ties, dim=1).indices  # first True
     return conf, index
+
+
+def _match_forward(corr: torch.Tensor, patch_size: int, sigma: float,
+                   inv_temperature: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """B4 steps 1–6 forward: ((L, 3) [u, v, conf], the tensors `_MatchEstimation.backward` needs)."""
+    p = patch_size
+    conf, index = first_argmax(corr)
+    row, col = _separable_prior(index, p, sigma, inv_temperature, corr.dtype)
+    numer = corr.view(-1, p, p) * row[:, :, None]
+    numer.mul_(col[:, None, :])
+    numer.sub_((conf * inv_temperature)[:, None, None]).exp_()  # softmax numerator, max logit = conf/τ
+    offsets = _offsets(p, corr)
+    row_sums = numer.sum(2)  # (L, P) over dx
+    col_sums = numer.sum(1)  # (L, P) over dy
+    inv_total = row_sums.sum(1).reciprocal()
+    flow = torch.stack([col_sums @ offsets, row_sums @ offsets], dim=1) * inv_total[:, None]  # [u, v]
+    return torch.cat([flow, conf[:, None]], dim=1), (numer, row, col, flow, inv_total, index)
 
 
 class _MatchEstimation(torch.autograd.Function):
@@ -63,19 +85,9 @@ class _MatchEstimation(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, corr: torch.Tensor, patch_size: int, sigma: float,
                 inv_temperature: float) -> torch.Tensor:
-        p = patch_size
-        conf, index = first_argmax(corr)
-        row, col = _separable_prior(index, p, sigma, inv_temperature, corr.dtype)
-        numer = corr.view(-1, p, p) * row[:, :, None]
-        numer.mul_(col[:, None, :])
-        numer.sub_((conf * inv_temperature)[:, None, None]).exp_()  # softmax numerator, max logit = conf/τ
-        offsets = _offsets(p, corr)
-        row_sums = numer.sum(2)  # (L, P) over dx
-        col_sums = numer.sum(1)  # (L, P) over dy
-        inv_total = row_sums.sum(1).reciprocal()
-        flow = torch.stack([col_sums @ offsets, row_sums @ offsets], dim=1) * inv_total[:, None]  # [u, v]
-        ctx.save_for_backward(numer, row, col, flow, inv_total, index)
-        return torch.cat([flow, conf[:, None]], dim=1)
+        out, saved = _match_forward(corr, patch_size, sigma, inv_temperature)
+        ctx.save_for_backward(*saved)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -102,5 +114,9 @@ def match_estimation(corr: torch.Tensor, patch_size: int, sigma: float,
     carries no gradient; u, v are the soft-argmax of softmax(g·c/τ) divided by R, so they lie in [−1, 1].
     """
     lead = corr.shape[:-1]
-    out = _MatchEstimation.apply(corr.reshape(-1, corr.shape[-1]), patch_size, sigma, inv_temperature)
+    flat = corr.reshape(-1, corr.shape[-1])
+    if capturing_graph():  # the forward alone, as plain ops (an exported graph holds no autograd.Function)
+        out = _match_forward(flat, patch_size, sigma, inv_temperature)[0]
+    else:
+        out = _MatchEstimation.apply(flat, patch_size, sigma, inv_temperature)
     return out.view(*lead, 3)

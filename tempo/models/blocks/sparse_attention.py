@@ -196,15 +196,15 @@ class SaliencyResampler(nn.Module):
     are magnified: ``g = 2·conv(Qp·P, k) / conv(Qp, k) − 1``. Since P is linear, ``conv(Qp·P, k)`` is evaluated
     as ``P_centre·conv(Qp, k) + conv(Qp, k·offset)``: the same numbers and cost, but float32 keeps the identity
     exact to ~1e-7 instead of ~1e-4 (no large, nearly cancelling sums). The coordinate and kernel tensors are
-    buffers [D12]; ``padding_mode`` of ``grid_sample`` is [D13]."""
+    buffers [D12]. ``grid_sample`` pads with the border [D13]; the grid is a convex combination of positions in
+    [−1, 1] (and clamped to it), so no padded pixel ever gets a weight: the padding mode cannot change the
+    output, and is no option (issue 21: options that change nothing)."""
 
-    def __init__(self, grid_size: int = 31, pad: int = 30, fwhm: float = 13.0, padding_mode: str = "border"):
+    def __init__(self, grid_size: int = 31, pad: int = 30, fwhm: float = 13.0):
         super().__init__()
-        if padding_mode not in ("border", "zeros", "reflection"):
-            raise ValueError(f"attention.zoom.padding_mode must be border, zeros or reflection, got {padding_mode!r}")
         if grid_size < 2 or pad < 0 or fwhm <= 0:
             raise ValueError("attention.zoom: grid_size ≥ 2, pad ≥ 0 and fwhm > 0 needed")
-        self.grid_size, self.pad, self.padding_mode = grid_size, pad, padding_mode
+        self.grid_size, self.pad = grid_size, pad
         # P at the window centres, (x, y) in [0, 1]: the identity grid before the 2·… − 1
         # float64 buffers, cast to the input's dtype when used: a float64 run is exact to ~1e-15
         centres = torch.arange(grid_size, dtype=torch.float64) / (grid_size - 1)
@@ -237,7 +237,7 @@ class SaliencyResampler(nn.Module):
         grid = self.grid(saliency, frames.shape[-2:])
         # grid_sample wants one dtype: float32 at least (under autocast the frames may be bf16)
         dtype = torch.promote_types(frames.dtype, grid.dtype)
-        return F.grid_sample(frames.to(dtype), grid.to(dtype), mode="bilinear", padding_mode=self.padding_mode,
+        return F.grid_sample(frames.to(dtype), grid.to(dtype), mode="bilinear", padding_mode="border",
                              align_corners=True).to(frames.dtype)
 
 
@@ -275,8 +275,8 @@ class SparseSpatialAttention(nn.Module):
         # every requested set in one resampling call: (len(outputs)·N, …)
         zoomed = self.zoom(frames.repeat(len(outputs), 1, 1, 1),
                            torch.cat([saliency[name] for name in outputs]).to(frames.dtype))
-        clips = {name: z.view(b, t, c, h, w).transpose(1, 2) for name, z in zip(outputs, zoomed.chunk(len(outputs)),
-                                                                                strict=True)}
+        per_set = zoomed.unflatten(0, (len(outputs), -1))  # not chunk: torch.export keeps the batch dynamic
+        clips = {name: z.view(b, t, c, h, w).transpose(1, 2) for name, z in zip(outputs, per_set, strict=True)}
         return {**clips, "coords": peaks["coords"].view(b, t, -1, 2), "scores": peaks["scores"].view(b, t, -1),
                 "discriminative_mask": dis_mask.view(b, t, -1), "complementary_mask": com_mask.view(b, t, -1),
                 "response": peaks["map"].view(b, t, *peaks["map"].shape[1:])}

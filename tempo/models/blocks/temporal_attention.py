@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from tempo.models.blocks.correlation import compute_dtype
+from tempo.models.blocks.correlation import capturing_graph, compute_dtype
 
 #: Width of the TAM after its first stage, then 32 and 64 before the last 1×1 conv (spec B5).
 TAM_WIDTHS = (16, 32, 64)
@@ -52,6 +52,14 @@ def _eca_weights(pooled: torch.Tensor, weight: torch.Tensor, num_segments: int) 
     return att.view(nt // t, c, t).transpose(1, 2).reshape(nt, c)
 
 
+def _eca_scale(x: torch.Tensor, weight: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, ...]:
+    """(x · w(mean_HW x), the pooled features, w): `_TemporalECAScale`'s forward."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))
+        att = _eca_weights(pooled, weight, num_segments).to(x.dtype)
+    return x * att[:, :, None, None], pooled, att
+
+
 class _TemporalECAScale(torch.autograd.Function):
     """out = x · w(mean_HW x), with a backward that touches the full-size tensors only twice.
 
@@ -64,12 +72,10 @@ class _TemporalECAScale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, num_segments: int) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            pooled = x.mean(dim=(2, 3), dtype=compute_dtype(x.dtype))
-            att = _eca_weights(pooled, weight, num_segments).to(x.dtype)
+        out, pooled, att = _eca_scale(x, weight, num_segments)
         ctx.save_for_backward(x, weight, pooled, att)
         ctx.num_segments = num_segments
-        return x * att[:, :, None, None]
+        return out
 
     @staticmethod
     @once_differentiable
@@ -117,6 +123,8 @@ class TemporalECA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] % self.num_segments:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of num_segments={self.num_segments}")
+        if capturing_graph():  # the forward alone, as plain ops (an exported graph holds no autograd.Function)
+            return _eca_scale(x, self.conv.weight, self.num_segments)[0]
         return _TemporalECAScale.apply(x, self.conv.weight, self.num_segments)
 
 

@@ -72,7 +72,7 @@ class GlobalTemporalDifference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         forward, backward = self.differences(x)
         attention = self.excitation(torch.cat([forward, backward], dim=0))
-        a_f, a_b = attention.chunk(2, dim=0)
+        a_f, a_b = attention.unflatten(0, (2, -1))  # not chunk: torch.export keeps the batch dynamic
         return x + x * (0.5 * a_f + 0.5 * a_b)
 
     def extra_repr(self) -> str:
@@ -158,32 +158,36 @@ def zero_gamma_bn(channels: int) -> nn.BatchNorm2d:
 class LocalTemporalDifference(nn.Module):
     """Spec C3: H(I) = Up(CNN(Down(D(I)))) from the clip's stacked RGB differences, per frame.
 
-    ``variant="light"`` (default): CNN = stem + a copy of res2 on the half-resolution differences; its
-    output is average-pooled to the res4 and res5 grids and added through 1×1 conv + zero-γ BN laterals
-    (``forward`` returns ``{"res4": …, "res5": …}``). ``variant="deep"``: CNN = stem..res4 at half
-    resolution, nearest-upsampled to the res4 grid (literal Eq. 1), added to res4 only through a zero-γ BN
-    (ours: without it the deep branch would change the pretrained network at init). The zero-γ BNs are not
-    followed by a ReLU: after the first optimiser step γ ≠ 0 and every parameter of the branch learns.
+    ``variant="low_resolution"`` (default, Eq. 1's order): the difference stack is average-pooled (Down) to
+    4× the res5 grid (28² at 224²), CNN = stem + a copy of res2 runs there and lands on the res5 grid (7²);
+    its output is nearest-upsampled (Up) to the res4 grid (×2) and added to res4 and res5 through 1×1 conv +
+    zero-γ BN laterals (TDN's short-term module has the same ratio: the CNN's output is half the fused
+    grid). ``variant="light"``: the same CNN on half-resolution differences (112²), its output average-
+    pooled to the res4 and res5 grids (CNN first, pooled after; 16× the CNN MACs of ``low_resolution``).
+    ``variant="deep"``: CNN = stem..res4 at half resolution, nearest-upsampled to the res4 grid, added to
+    res4 only through a zero-γ BN (ours: without it the deep branch would change the pretrained network at
+    init). The zero-γ BNs are not followed by a ReLU: after the first optimiser step γ ≠ 0 and every
+    parameter of the branch learns. ``forward`` returns ``{"res4": …, "res5": …}`` (deep: res4 only).
 
     ``stem_width``/``planes``/``blocks``/``expansion`` copy the RGB backbone's shape (R50: 64, [64, 128,
     256], [3, 4, 6], 4); ``fuse_channels`` are the RGB res4 and res5 widths.
     """
 
-    VARIANTS = ("light", "deep")
+    VARIANTS = ("low_resolution", "light", "deep")
 
     def __init__(self, stem_width: int, planes: Sequence[int], blocks: Sequence[int],
-                 fuse_channels: Sequence[int], variant: str = "light", expansion: int = 4,
+                 fuse_channels: Sequence[int], variant: str = "low_resolution", expansion: int = 4,
                  num_differences: int = 4, pretrained: str | None = None):
         super().__init__()
         if variant not in self.VARIANTS:
             raise ValueError(f"model.network.local_variant must be one of {self.VARIANTS}, got {variant!r}")
         self.variant, self.num_differences = variant, num_differences
-        stages = 1 if variant == "light" else 3
+        stages = 3 if variant == "deep" else 1
         self.cnn = DifferenceCNN(3 * num_differences, stem_width, planes[:stages], blocks[:stages], expansion)
         if pretrained:
             self.cnn.load_imagenet(pretrained)
         width = self.cnn.out_channels
-        if variant == "light":
+        if variant != "deep":
             self.laterals = nn.ModuleDict({
                 name: nn.Sequential(nn.Conv2d(width, channels, 1, bias=False), zero_gamma_bn(channels))
                 for name, channels in zip(("res4", "res5"), fuse_channels, strict=True)})
@@ -192,20 +196,28 @@ class LocalTemporalDifference(nn.Module):
             if width != fuse_channels[0]:
                 raise ValueError(f"deep local module gives {width} channels, res4 has {fuse_channels[0]}")
 
-    def features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) → CNN features of the half-resolution differences (B·T, C', h, w)."""
-        return self.cnn(F.avg_pool2d(rgb_differences(video, self.num_differences), 2, 2))
+    def features(self, video: torch.Tensor, sizes: dict[str, tuple[int, int]]) -> torch.Tensor:
+        """(B, 3, T, H, W) → CNN features (B·T, C', h, w) of the downsampled differences: pooled to 4× the
+        res5 grid (low_resolution, so the stem's stride 4 lands on it) or by 2 (light, deep)."""
+        differences = rgb_differences(video, self.num_differences)
+        if self.variant == "low_resolution":
+            h5, w5 = sizes["res5"]
+            return self.cnn(F.adaptive_avg_pool2d(differences, (4 * h5, 4 * w5)))
+        return self.cnn(F.avg_pool2d(differences, 2, 2))
 
     def addition(self, name: str, features: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         """What the branch adds to the RGB map ``rgb`` (B, C, T, h, w) of stage ``name`` ("res4"/"res5"),
-        from ``features(video)``; the light variant average-pools (= AvgPool 2 / 4 at 224²), the deep one
-        upsamples (nearest)."""
+        from ``features(video, sizes)``: light average-pools (= AvgPool 2 / 4 at 224²) before its lateral,
+        low_resolution upsamples (nearest; ×2 to res4, ×1 to res5) after it — the same values as upsampling
+        first (a 1×1 conv commutes with nearest upsampling, and an integer-factor copy keeps the BN's batch
+        mean and variance), at a quarter of the lateral's MACs — and deep upsamples before its BN."""
         b, _, t, h, w = rgb.shape
         if self.variant == "light":
-            resized = F.adaptive_avg_pool2d(features, (h, w))
+            y = self.laterals[name](F.adaptive_avg_pool2d(features, (h, w)))
+        elif self.variant == "low_resolution":
+            y = F.interpolate(self.laterals[name](features), size=(h, w), mode="nearest")
         else:
-            resized = F.interpolate(features, size=(h, w), mode="nearest")
-        y = self.laterals[name](resized)
+            y = self.laterals[name](F.interpolate(features, size=(h, w), mode="nearest"))
         return y.view(b, t, *y.shape[1:]).transpose(1, 2)
 
     @property
@@ -217,7 +229,7 @@ class LocalTemporalDifference(nn.Module):
         """The additions for the RGB grids in ``sizes`` (``{"res4": (h4, w4), "res5": (h5, w5)}``), each
         (B, C, T, h, w); the deep variant only fills res4."""
         b, _, t = video.shape[:3]
-        features = self.features(video)
+        features = self.features(video, sizes)
         return {name: self.addition(name, features, features.new_empty(b, 1, t, *sizes[name]))
                 for name in self.fused_stages}
 

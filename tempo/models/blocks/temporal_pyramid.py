@@ -64,7 +64,7 @@ class SpatialSemanticModulation(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         outs = [level(f) for level, f in zip(self.levels, features, strict=True)]
-        sizes = {tuple(o.shape[3:]) for o in outs}
+        sizes = {tuple(int(s) for s in o.shape[3:]) for o in outs}  # ints: traced sizes are tensors
         if len(sizes) != 1:
             raise ValueError(f"spatial semantic modulation gives levels of different sizes {sorted(sizes)}; "
                              "use an input size whose res5 map the strided convs reach exactly (e.g. 224, 56, 32)")

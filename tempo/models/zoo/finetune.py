@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 INSERTED = ("after_stage.", "after_conv1.")
 
 
+def replaced_backbone_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of backbone modules the network replaced by its own (e.g. TDPN's res5 MHSA and its fresh
+    BN): a release's tensors there do not apply, and the network's start fresh. A network says which through
+    the optional hook ``replaced_backbone_prefixes()``."""
+    hook = getattr(model, "replaced_backbone_prefixes", None)
+    return tuple(hook()) if hook is not None else ()
+
+
 def module_of(key: str) -> str:
     """The module a tensor belongs to, for the report: ``backbone`` for the trunk, else up to two levels
     (``backbone.after_stage.2``, ``pyramid.spatial_modulation``, ``fc``)."""
@@ -52,11 +60,13 @@ def init_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
     checkpoint's network): every backbone tensor must come from it (same shape); modules it lacks (inserted
     blocks, pyramids, heads) and the `skip` prefixes start fresh. Returns {"initialised", "fresh", "unused"}:
     tensor counts by module."""
-    converted = {k: v for k, v in state.items() if not k.startswith(tuple(skip))}
+    replaced = replaced_backbone_prefixes(model)
+    converted = {k: v for k, v in state.items() if not k.startswith((*skip, *replaced))}
     own = model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in converted.items()
                   if k in own and own[k].shape != v.shape]
-    trunk = [k for k in own if k.startswith("backbone.") and not any(m in k for m in INSERTED)]
+    trunk = [k for k in own if k.startswith("backbone.") and not any(m in k for m in INSERTED)
+             and not k.startswith(replaced)]
     missing = [k for k in trunk if k not in converted and not k.endswith(BN_COUNTER)]
     if mismatched or missing:
         raise CheckpointError(
@@ -68,7 +78,8 @@ def init_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
     model.load_state_dict(with_bn_counters({k: own[k] for k in own if k.startswith("backbone.")}, used),
                           strict=False)
     report = {"initialised": _count_by_module(used), "fresh": _count_by_module(own.keys() - used.keys()),
-              "unused": _count_by_module(converted.keys() - own.keys())}
+              "unused": _count_by_module((converted.keys() - own.keys())
+                                         | {k for k in state if k.startswith(replaced)})}
     log.info("init_checkpoint %s (%s): initialised %s; starting fresh %s%s", path, source,
              _describe(report["initialised"]), _describe(report["fresh"]),
              f"; not used {_describe(report['unused'])}" if report["unused"] else "")
