@@ -8,10 +8,12 @@ import hydra
 from omegaconf import DictConfig
 
 from tempo import CONF_DIR
+from tempo.run.frontdoor import user_errors
 from tempo.run.released import convert
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="convert")
+@user_errors
 def main(cfg: DictConfig) -> None:
     convert(cfg)
 

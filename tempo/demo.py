@@ -2,7 +2,9 @@
 with a checkpoint (one clip, or with `window` a timeline of clips slid over the whole video).
 
 The network, class names, frame sampling and centre crop are the checkpoint's (its training config,
-`tempo.run.checkpoint`); the video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
+`tempo.run.checkpoint`); a video larger than the training frames is first resized to their scale (the short side of
+`dataset.short_side`, or the synthetic set's frame size), as its validation transforms expect, and the demo prints
+what it did to the frames. The video is read by `tempo.data.sources.open_video` (decord, else PyAV: any container
 either reads). Prints the top-k classes with their probabilities and writes them to `<run dir>/prediction.json`;
 `gradcam=true` also writes `<run dir>/gradcam.png`: the sampled frames and, below them, the Grad-CAM map of the
 top class overlaid (`tempo.analysis.gradcam`, the same for 2D and 3D networks).
@@ -25,34 +27,76 @@ from tempo.analysis.visualize import frame_indices, to_uint8
 from tempo.data.datamodule import with_clips
 from tempo.data.dataset import VideoDataset
 from tempo.data.records import VideoRecord
-from tempo.data.sources import open_video
-from tempo.data.transforms import Compose
+from tempo.data.sources import DecodeError, open_video
+from tempo.data.transforms import Compose, ResizeShortSide
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError
+from tempo.run.frontdoor import to_log_file, user_errors
+from tempo.run.quiet import quiet_startup
 from tempo.run.restore import load_evaluated
 
 #: val: one clip, the validation crop (default); test: the checkpoint's test protocol (clips × crops, scores
 #: averaged as `dataset.test_reduce` says) — what a released model's own test does (conf/zoo entries)
 VIEWS = ("val", "test")
 
+class FrameSize:
+    """A transform that records the (height, width) of the frames passing it."""
+
+    size: tuple[int, int] | None = None
+
+    def __call__(self, sample: dict) -> dict:
+        self.size = tuple(sample["video"].shape[-2:])
+        return sample
+
+
+def training_short_side(config: DictConfig) -> int | None:
+    """The short side of the frames the checkpoint trained on: `dataset.short_side`, else the synthetic set's
+    frame size (`dataset.datamodule.reader.size`); None when the config says neither."""
+    reader = config.dataset.datamodule.get("reader") or {}
+    return config.dataset.get("short_side") or reader.get("size")
+
+
+def demo_transforms(config: DictConfig, chain) -> tuple[list, str]:
+    """The checkpoint's transforms `chain` (validation or test), with a resize to the training scale in front when
+    they have none (the synthetic set trains on its own small frames: a real clip's centre crop would be a small
+    patch), and what they do, in words."""
+    transforms = [instantiate(t) for t in chain if t is not None]
+    side = training_short_side(config)
+    added = ""
+    if side and not any(type(t).__name__.startswith("Resize") for t in transforms):
+        transforms.insert(0, ResizeShortSide(int(side)))
+        added = f" (resize added: the checkpoint trained on frames of short side {side})"
+    steps = " → ".join(f"{type(t).__name__}({getattr(t, 'size', '')})" for t in transforms)
+    return transforms, steps + added
+
 
 def read_clip(config: DictConfig, path: str, views: str = "val") -> torch.Tensor:
     """uint8 (C, T, H, W): the validation sampling and transforms of the checkpoint's dataset; with
-    views="test", (V, C, T, H, W): its test protocol's views (test_views: clips × crops)."""
+    views="test", (V, C, T, H, W): its test protocol's views (test_views: clips × crops). The transforms
+    start with a resize to the training scale where they have none (`demo_transforms`); prints what was done
+    to the frames."""
     if views not in VIEWS:
         raise ConfigError(f"views must be one of {list(VIEWS)}, got {views!r}")
-    source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
+    try:
+        source = open_video(path)  # fails early, naming the file, when neither decord nor PyAV reads it
+    except DecodeError as err:  # the file the user named is no video: theirs to fix, not a crash
+        raise ConfigError(f"video={path}: {err.reason}") from err
     datamodule = config.dataset.datamodule
     test = views == "test"
-    transforms = datamodule.get("test_transforms") or datamodule.val_transforms if test else datamodule.val_transforms
+    chain = datamodule.get("test_transforms") or datamodule.val_transforms if test else datamodule.val_transforms
     sampler = instantiate(datamodule.get("test_sampler") or datamodule.sampler) if test else \
         instantiate(datamodule.sampler)
     if test:
         sampler = with_clips(sampler, int(datamodule.get("test_clips") or 1))
+    transforms, steps = demo_transforms(config, chain)
+    probe = FrameSize()
     dataset = VideoDataset([VideoRecord(path, label=0, num_frames=source.num_frames)], sampler,
-                           Compose([instantiate(t) for t in transforms if t is not None]), backend="decord",
-                           multi_view=test)
-    return dataset.load(0, None)["video"]
+                           Compose([probe, *transforms]), backend="decord", multi_view=test)
+    clip = dataset.load(0, None)["video"]
+    height, width = probe.size
+    print(f"frames {width}×{height}: {steps}")
+    to_log_file(f"{path}: frames {width}×{height}: {steps}")
+    return clip
 
 
 def pick_device(name: str) -> torch.device:
@@ -65,6 +109,7 @@ def pick_device(name: str) -> torch.device:
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Top-k of `cfg.video` (and the Grad-CAM strip with `cfg.gradcam`); returns what prediction.json holds."""
+    quiet_startup()
     if not cfg.get("video"):
         raise ConfigError("video is required: python -m tempo.demo ckpt_path=<ckpt> video=<file>")
     if not Path(str(cfg.video)).is_file():
@@ -97,8 +142,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     top = [{"class": names[c], "index": c, "score": float(v)}
            for c, v in zip(classes.tolist(), values.tolist(), strict=True)]
     prediction = {"video": str(cfg.video), "checkpoints": [str(p) for p in paths], "top": top}
-    for rank, entry in enumerate(prediction["top"], 1):
-        print(f"{rank}. {entry['class']:<40s} {entry['score']:.4f}")
+    lines = [f"{rank}. {entry['class']:<40s} {entry['score']:.4f}" for rank, entry in enumerate(prediction["top"], 1)]
+    print("\n".join(lines))
+    to_log_file("top classes:\n" + "\n".join(lines))
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.gradcam:
@@ -151,6 +197,7 @@ def run_timeline(cfg: DictConfig, config: DictConfig, names: list[str], module, 
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="demo")
+@user_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

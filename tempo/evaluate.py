@@ -6,9 +6,10 @@ averaging, per-branch top-1). Command-line overrides apply on top (`dataset.root
 one that contradicts the checkpoint's network is an error. `ckpt_path=[a.ckpt,b.ckpt]` evaluates the
 ensemble of the checkpoints (`tempo.analysis.ensemble`: averaged scores over the same views, shared classes).
 
-Writes into the run directory: `eval.json` (top-1, top-5, mean-class, per-class and per-branch accuracy,
-excluded videos, most-confused pairs), `predictions.csv` (video, label, top-5 classes with scores),
-`confusion.png` (row-normalised; with many classes the most-confused pairs beside it).
+Writes into the run directory: `eval.json` (the evaluated checkpoints as `members`: checkpoint, model, frames,
+weight; top-1, top-5, mean-class, per-class and per-branch accuracy, excluded videos, most-confused pairs),
+`predictions.csv` (video, label, top-5 classes with scores), `confusion.png` (row-normalised; with many classes
+the most-confused pairs beside it).
 
 Options: `eval.tempo_strides=[1,…,8]`: tempo robustness (TCM paper, Fig. 4), accuracy when the T frames of
 the centre clip of each validation video are taken every τ frames (DenseSampler; frames past the end
@@ -38,6 +39,7 @@ from tempo.data.datamodule import VideoDataModule
 from tempo.data.samplers import DenseSampler
 from tempo.run.checkpoint import task_overrides
 from tempo.run.config import ConfigError, check_config
+from tempo.run.frontdoor import to_log_file, user_errors
 from tempo.run.module import RecognitionModule
 from tempo.run.predictions import (
     PredictionCollector,
@@ -47,6 +49,7 @@ from tempo.run.predictions import (
     plot_confusion,
     write_predictions,
 )
+from tempo.run.quiet import quiet_startup
 from tempo.run.restore import ckpt_paths, load_evaluated, match_classes
 
 log = logging.getLogger(__name__)
@@ -185,9 +188,11 @@ def test_protocol(config: DictConfig, module: RecognitionModule, datamodule: Vid
     matrix = confusion_matrix(result["labels"][valid], result["scores"][valid].argmax(1), len(names))
     per_class = per_class_accuracy(matrix)
     excluded = [paths[int(i)] for i in result["indices"][~valid]]
+    members = members_of(config)
     report = {
         "checkpoints": ckpt_paths(config),
-        "model": config.model.network._target_,
+        "model": config.model.network._target_ if len(members) == 1 else "tempo.analysis.ensemble.Ensemble",
+        "members": members,
         "dataset": config.dataset.name,
         "test_views": config.dataset.get("test_views"),
         "videos": int(valid.sum()),
@@ -202,11 +207,25 @@ def test_protocol(config: DictConfig, module: RecognitionModule, datamodule: Vid
     title = f"{config.model.network._target_.rsplit('.', 1)[-1]} on {config.dataset.name}"
     plot_confusion(matrix, names, run_dir / "confusion.png", title)
     branches = "".join(f"  {k} {100 * v:.2f}" for k, v in report["branches"].items())
-    print(f"test ({report['videos']} videos, {config.dataset.get('test_views')} views): top-1 "
-          f"{100 * report['top1']:.2f}  top-5 {100 * report['top5']:.2f}  mean class "
-          f"{100 * report['mean_class']:.2f}{branches}  excluded {len(excluded)}")
-    print(f"wrote {run_dir / 'eval.json'}  {run_dir / 'predictions.csv'}  {run_dir / 'confusion.png'}")
+    if len(members) > 1:
+        print(f"ensemble of {len(members)} ({config.dataset.test_reduce} averaged):")
+        for m in members:
+            print(f"  {m['weight']:.3f} × {m['model']} ({m['frames']} frames)  {m['checkpoint']}")
+    result = (f"test ({report['videos']} videos, {config.dataset.get('test_views')} views): top-1 "
+              f"{100 * report['top1']:.2f}  top-5 {100 * report['top5']:.2f}  mean class "
+              f"{100 * report['mean_class']:.2f}{branches}  excluded {len(excluded)}\n"
+              f"wrote {run_dir / 'eval.json'}  {run_dir / 'predictions.csv'}  {run_dir / 'confusion.png'}")
+    print(result)
+    to_log_file(result)
     return report
+
+
+def members_of(config: DictConfig) -> list[dict]:
+    """The evaluated checkpoints: an ensemble's members (`tempo.run.restore.load_evaluated`), or the one."""
+    if config.get("ensemble"):
+        return OmegaConf.to_container(config.ensemble)
+    return [{"checkpoint": ckpt_paths(config)[0], "model": config.model.network._target_,
+             "frames": int(config.dataset.num_segments), "weight": 1.0}]
 
 
 def check_class_names(saved: list[str] | None, data: list[str] | None, config: DictConfig) -> list[str]:
@@ -224,6 +243,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Evaluate `cfg.ckpt_path` (one checkpoint or a list: an ensemble) with its own training config and
     the command line's `overrides` (Hydra's when None): the test protocol (eval.json, predictions.csv,
     confusion.png), optionally the tempo-robustness curve and attention strips."""
+    quiet_startup()
     ckpt_paths(cfg)
     overrides = task_overrides() if overrides is None else list(overrides)
     save_attention = int(cfg.eval.get("save_attention") or 0)
@@ -261,6 +281,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@user_errors
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     run(cfg)

@@ -15,9 +15,11 @@ from omegaconf import DictConfig
 from tempo import CONF_DIR
 from tempo.run.checkpoint import task_overrides
 from tempo.run.export import export_checkpoint
+from tempo.run.frontdoor import user_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+@user_errors
 def main(cfg: DictConfig) -> None:
     export_checkpoint(cfg, task_overrides())
 

@@ -8,7 +8,9 @@ Reads the dataset's official annotations exactly as training does, then checks e
 - with the `pyav` backend, the packet index of each video it decodes (`decode_check`) or converts
   (`dataset.packet_index_dir`, `tempo.data.packet_store`): training opens them without demuxing,
 - `prepare_report.json` and `prepare_report.txt` in the run dir: ok / missing / broken counts per
-  subset, with every missing and broken path (and the error),
+  subset, with every missing and broken path (and the error), and the label check training makes
+  (the class count is `dataset.num_classes`, every label in [0, K), the subsets training reads are
+  labelled), with every out-of-range label's file and line,
 - a summary table on the console. The exit status is 1 only with `strict=true` and a problem.
 
 Options convert the ok videos to a new root (same relative paths, so the same annotations
@@ -47,7 +49,9 @@ from tempo.data.convert import Job, convert_one, default_output_root
 from tempo.data.formats import FAST_FORMAT, FAST_SHORT_SIDE, FORMATS, describe
 from tempo.data.manifest import FrameManifest, count_images, probe_num_frames
 from tempo.data.paths import dataset_path_problem
-from tempo.data.records import VideoRecord
+from tempo.data.records import VideoRecord, label_findings
+from tempo.errors import ConfigError
+from tempo.run.frontdoor import to_log_file, user_errors
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -55,7 +59,7 @@ console = Console()
 STATUSES = ("ok", "missing", "broken")
 SHOWN = 10  # problem paths printed on the console (all are in the report files)
 
-class PrepareError(ValueError):
+class PrepareError(ConfigError):
     """A configuration problem found before any checking starts."""
 
 
@@ -175,7 +179,8 @@ def build_report(name: str, root: str | None, annotations: str | None, records: 
 
 
 def has_problems(report: dict) -> bool:
-    return bool(report["totals"]["missing"] or report["totals"]["broken"] or report["annotation_errors"])
+    return bool(report["totals"]["missing"] or report["totals"]["broken"] or report["annotation_errors"]
+                or report["labels"]["problems"])
 
 
 def report_text(report: dict) -> str:
@@ -188,6 +193,11 @@ def report_text(report: dict) -> str:
     lines.append(f"{'unique':<8} {report['unique_videos']:>8} {t['ok']:>8} {t['missing']:>8} {t['broken']:>8}")
     for subset, error in report["annotation_errors"].items():
         lines += ["", f"{subset}: annotations could not be read: {error}"]
+    labels = report["labels"]
+    counts = ", ".join(f"{subset} {s['labelled']} labelled, {s['unlabelled']} unlabelled, "
+                       f"{len(s['out_of_range'])} out of range" for subset, s in labels["subsets"].items())
+    lines += ["", f"labels (dataset.num_classes={labels['num_classes']}): {counts}",
+              *(f"  {p}" for p in labels["problems"])]
     for subset, s in report["subsets"].items():
         if s["missing"]:
             lines += ["", f"missing in {subset} ({len(s['missing'])}):", *(f"  {p}" for p in s["missing"])]
@@ -214,6 +224,12 @@ def print_summary(report: dict) -> None:
     console.print(table)
     for subset, error in report["annotation_errors"].items():
         console.print(f"[red]{subset}: annotations could not be read:[/red] {escape(error)}")
+    problems = report["labels"]["problems"]
+    bad = sum(len(s["out_of_range"]) for s in report["labels"]["subsets"].values())
+    console.print(f"labels: {len(problems)} problems ({bad} out of range)" if problems else "labels: ok",
+                  style="red" if problems else None, highlight=False)
+    for problem in problems[:SHOWN]:
+        console.print(f"  {escape(problem)}", highlight=False)
     shown = 0
     for subset, s in report["subsets"].items():
         problems = [(p, "missing") for p in s["missing"]] + [(b["path"], b["error"]) for b in s["broken"]]
@@ -328,6 +344,8 @@ def run(cfg: DictConfig) -> dict:
     root = str(cfg.dataset.get("root") or _common_root(everything))
     report = build_report(cfg.dataset.name, root, cfg.dataset.get("annotations"), records, checks,
                           class_names, errors)
+    trained = {"train", "val", str(data.get("test_subset", "test"))}
+    report["labels"] = label_findings(records, class_names, cfg.dataset.get("num_classes"), sorted(trained))
     if checks:
         manifest = save_manifest(checks.values(), data.get("root") or root, _manifest_dir(cfg))
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -335,6 +353,7 @@ def run(cfg: DictConfig) -> dict:
         report["manifest"] = str(manifest.path)
     report["conversion"] = convert(cfg, checks, root, run_dir)
     json_path, text_path = write_report(report, run_dir)
+    to_log_file(report_text(report))
     print_summary(report)
     console.print(f"report: {escape(str(text_path))} (and {json_path.name})", highlight=False)
     return report
@@ -347,14 +366,16 @@ def _common_root(records: Sequence[VideoRecord]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
+@user_errors
 def main(cfg: DictConfig) -> None:
     report = run(cfg)
     if has_problems(report):
         if cfg.strict:
-            console.print("[red]strict=true: missing or broken data found; exiting with status 1[/red]")
+            console.print("[red]strict=true: missing or broken data or wrong labels found; exiting with "
+                          "status 1[/red]")
             sys.exit(1)
-        console.print("[yellow]missing or broken data found (see the report); training fails on missing "
-                      "videos unless dataset.allow_missing=true, and skips broken ones[/yellow]")
+        console.print("[yellow]problems found (see the report); training fails on missing videos unless "
+                      "dataset.allow_missing=true, skips broken ones, and fails on wrong labels[/yellow]")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from omegaconf import DictConfig
 
 from tempo import CONF_DIR
 from tempo.analysis.counting import profile_network
+from tempo.run.config import check_bounds
+from tempo.run.frontdoor import user_errors
 
 
 def _split(g: dict) -> str:
@@ -63,8 +65,10 @@ def write_report(report: dict, paths: list[Path]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="profile")
+@user_errors
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
+    check_bounds(cfg)  # the typed values training checks (no data is read here, so no path checks)
     report = profile_network(cfg)
     print_report(report)
     paths = [Path(cfg.paths.output_dir) / "profile.json"]

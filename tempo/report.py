@@ -1,6 +1,7 @@
 """`python -m tempo.report <multirun dir>`: one table (and bar plot) of a sweep's jobs.
 
-Reads every `<job>/summary.json` and `<job>/.hydra/overrides.yaml` under the folder, prints
+Reads every `<job>/summary.json` and `<job>/.hydra/overrides.yaml` under the folder (a job with
+overrides but no summary yet is listed as `unfinished`, its metrics empty), prints
 a table of the swept overrides with best validation and test accuracy, params/GMACs per clip,
 wall time and, for multi-branch networks, each branch's top-1 (`test/top1_<branch>`,
 `val/top1_<branch>`), and writes
@@ -23,20 +24,28 @@ METRICS = ("best", "test/top1", "test/top5", "test/mean_class", "wall_time_s", "
 BRANCH_PREFIXES = ("test/top1_", "val/top1_")  # per-branch accuracy of multi-branch networks
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's job folders: those with a summary, and those Hydra started (overrides) that have none."""
+    found = {p.parent for p in sweep_dir.glob("*/summary.json")} | \
+        {p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
+    return sorted(found, key=lambda p: _job_key(p.name))
+
+
 def job_rows(sweep_dir: Path) -> list[dict]:
     rows = []
-    for summary_path in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_key(p.parent.name)):
-        summary = json.loads(summary_path.read_text())
-        overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
+    for job in job_dirs(sweep_dir):
+        summary_path = job / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "unfinished"}
+        overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         complexity = summary.get("complexity") or {}
         test, final = summary.get("test") or {}, summary.get("final") or {}
         branches = {k: v for k, v in {**final, **test}.items() if k.startswith(BRANCH_PREFIXES)}
         rows.append({
-            "job": summary_path.parent.name,
-            "status": summary.get("status", "completed"),  # diverged / preempted jobs are marked
+            "job": job.name,
+            "status": summary.get("status", "completed"),  # diverged / preempted / unfinished jobs are marked
             "overrides": overrides,
-            "best": summary["best"]["value"],
+            "best": (summary.get("best") or {}).get("value"),
             **{k: test.get(k) for k in METRICS[1:4]},
             "wall_time_s": summary.get("wall_time_s"),
             "params": complexity.get("params"),
@@ -131,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = job_rows(args.sweep_dir)
     if not rows:
-        print(f"no */summary.json under {args.sweep_dir}: is it a multirun folder of finished jobs?",
-              file=sys.stderr)
-        return 1
+        print(f"error: no job folders (*/summary.json or */.hydra/overrides.yaml) under {args.sweep_dir}: "
+              "pass a multirun folder, e.g. outputs/multirun/<date>/<time>", file=sys.stderr)
+        return 2  # the user's to fix, as the other commands' configuration errors
     axes = swept_overrides(rows)
     write_outputs(args.sweep_dir, rows, axes)
     columns = sorted({k for a in axes for k in a})

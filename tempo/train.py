@@ -29,11 +29,12 @@ from tempo.run.callbacks import MetricsHistory, _floats, plot_curves, write_summ
 from tempo.run.checkpoint import RunInfo
 from tempo.run.config import check_config
 from tempo.run.divergence import TrainingDiverged
+from tempo.run.frontdoor import user_errors
 from tempo.run.loggers import finish_runs, logger_callbacks
 from tempo.run.multirun import pin_ddp_ranks_to_job
 from tempo.run.quiet import quiet_startup
 from tempo.run.resume import PREEMPTED_EXIT, Preemption, RunPreempted, StepSeeding, requeued_checkpoint
-from tempo.run.run_info import log_hyperparameters, print_config
+from tempo.run.run_info import log_best_metric, log_hyperparameters, print_config
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ def run(cfg: DictConfig) -> dict:
 
     metric = cfg.get("optimized_metric")
     best_score = float(best_score) if best_score is not None else fit_metrics.get(metric)
+    log_best_metric(loggers, best_score, trainer.global_step)
     summary = {
         "status": status,
         "model": cfg.model.network._target_,
@@ -201,6 +203,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@user_errors
 def main(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision("high")
     pin_ddp_ranks_to_job()  # multirun + DDP: extra ranks join this job's folder, not a new sweep

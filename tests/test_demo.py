@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from tempo.analysis.gradcam import GAP, HEADER, class_activation
+from tempo.data.encode import write_video
 from tempo.demo import run as demo
 from tempo.run.config import ConfigError
 from tempo.train import run as train
@@ -115,6 +116,10 @@ def test_clear_errors(checkpoints, tmp_path):
         run_demo(tmp_path, f"ckpt_path={checkpoints['2d']}", f"video={tmp_path / 'missing.mp4'}")
     with pytest.raises(ConfigError, match="model.network._target_"):
         run_demo(tmp_path, f"ckpt_path={checkpoints['2d']}", f"video={moving_square(tmp_path / 'c.mp4')}", "model=tcm")
+    text = tmp_path / "readme.txt"
+    text.write_text("# tempo\n\nA training framework.\n" * 30)
+    with pytest.raises(ConfigError, match="video=.*readme.txt: "):  # no video: a message, exit status 2
+        run_demo(tmp_path, f"ckpt_path={checkpoints['2d']}", f"video={text}")
 
 
 @pytest.mark.slow
@@ -127,3 +132,24 @@ def test_cli_prints_top5(checkpoints, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     lines = [line for line in res.stdout.splitlines() if line[:2] in {f"{i}." for i in range(1, 6)}]
     assert len(lines) == 5 and not (tmp_path / "out" / "gradcam.png").exists()
+
+
+def framed_square(path: Path, frames: int = 8, height: int = 96, width: int = 128) -> Path:
+    """Black frames with a 16-px white border: a centre crop of the full-size frame is all black; of the frame
+    resized to a short side of 32, it reaches into the border."""
+    frame = np.full((height, width, 3), 255, np.uint8)
+    frame[16:-16, 16:-16] = 0
+    return write_video(path, [frame] * frames, fps=10)
+
+
+def test_video_is_resized_to_the_training_scale_first(checkpoints, tmp_path, capsys):
+    from tempo.demo import read_clip
+    from tempo.run.restore import load_evaluated
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("demo", overrides=[f"paths.output_dir={tmp_path}", f"ckpt_path={checkpoints['2d']}"])
+    config = load_evaluated(cfg, [f"ckpt_path={checkpoints['2d']}"])[0]
+    clip = read_clip(config, str(framed_square(tmp_path / "big.mp4")))
+    assert clip.shape[-2:] == (28, 28)  # input_size of the tiny run (trained on 32-px frames)
+    assert clip.float().amax() > 200  # the border, 16 px at 96 px = 5 px at 32 px, is inside the 28-px crop
+    assert "frames 128×96: ResizeShortSide(32) → CenterCrop(28) (resize added" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from tempo.run.config import ConfigError
 from tempo.run.predictions import confusion_matrix, most_confused, per_class_accuracy, plot_confusion
 from tempo.run.restore import load_module
 from tempo.train import run as train
-from tests.conftest import CONF_DIR, TINY, evaluate
+from tests.conftest import CONF_DIR, TINY, compose_config, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
@@ -205,3 +205,16 @@ def test_clear_errors(tiny_checkpoint, tmp_path, synthetic_cache):
         evaluate(tmp_path, synthetic_cache, f"ckpt_path={tiny_checkpoint}", "eval.tempo_strides=[0,2]")
     with pytest.raises(ConfigError, match="does not fit .* unexpected keys"):  # weights of another network
         load_module(evaluate_cfg(tmp_path, synthetic_cache, f"ckpt_path={tiny_checkpoint}", "model=tsm"))
+
+
+def test_ensemble_lists_every_member(tiny_checkpoint, tiny_cfg, tmp_path, synthetic_cache, one_thread, capsys):
+    tsm = train(compose_config([*TINY, "model=tsm", "run_test=false"], tmp_path / "tsm", synthetic_cache))
+    other = tsm["checkpoints"]["last"]
+    result = evaluate(tmp_path, synthetic_cache, f"ckpt_path=[{tiny_checkpoint},{other}]")["test"]
+    assert result["model"] == "tempo.analysis.ensemble.Ensemble"
+    assert result["members"] == [
+        {"checkpoint": tiny_checkpoint, "model": "tempo.models.tcm.TCM", "frames": 4, "weight": 0.5},
+        {"checkpoint": other, "model": "tempo.models.tsm.TSM", "frames": 4, "weight": 0.5}]
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["members"] == result["members"]
+    out = capsys.readouterr().out
+    assert f"0.500 × tempo.models.tsm.TSM (4 frames)  {other}" in out and "tempo.models.tcm.TCM" in out

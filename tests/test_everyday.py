@@ -51,6 +51,12 @@ def test_hparams_search_composes_an_optuna_sweep(option, tmp_path):
     assert sweeper.direction == "maximize" and cfg.optimized_metric == "val/top1"
     assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay"}
     assert str(cfg.hydra.mode).endswith("MULTIRUN")
+    # sized to try (6 trials × 3 epochs); the command line scales it
+    assert (sweeper.n_trials, cfg.trainer.max_epochs) == (6, 3)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        full = compose("train", overrides=[f"hparams_search={option}", "hydra.sweeper.n_trials=20",
+                                           "trainer.max_epochs=12"], return_hydra_config=True)
+    assert (full.hydra.sweeper.n_trials, full.trainer.max_epochs) == (20, 12)
 
 
 def test_local_example_and_default_pickup(tmp_path):

@@ -81,13 +81,14 @@ def test_prepare_reports_missing_and_truncated_and_exits_1_only_when_strict(dama
 def test_prepare_strict_passes_on_clean_data(tmp_path):
     root, ann = make_hmdb51(tmp_path / "data", num_classes=2)
     result = prepare_cli(tmp_path, "dataset=hmdb51", f"root={root}", f"annotations={ann}", "strict=true",
-                         f"hydra.run.dir={tmp_path / 'run'}")
+                         "dataset.num_classes=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_prepare_manifest_is_reused_by_training(tmp_path):
     root, ann = make_sthv1(tmp_path / "data", num_classes=3)
-    report = run(compose_prepare(tmp_path, "dataset=sthv1", f"root={root}", f"annotations={ann}"))
+    report = run(compose_prepare(tmp_path, "dataset=sthv1", f"root={root}", f"annotations={ann}",
+                                 "dataset.num_classes=3"))
     assert report["totals"] == {"ok": 11, "missing": 0, "broken": 0} and not has_problems(report)
     manifest = FrameManifest(root, tmp_path / "cache" / "manifests")
     assert len(manifest.entries) == 11 and {e[0] for e in manifest.entries.values()} == {8}
@@ -206,6 +207,50 @@ def test_prepared_set_keeps_the_psnr_its_format_promises(tmp_path):
         assert stored.shape == (4, 256, 340, 3)
         errors.append(squared_error(root / "walking" / f"{seed}.mp4", stored, ids))
     assert psnr(float(np.mean(errors))) >= promised_psnr(FAST_FORMAT)
+
+
+def _list_dataset(tmp: Path, labels: list[int]) -> tuple[Path, Path]:
+    from tests.official_fixtures import write_clip
+
+    root, ann = tmp / "videos", tmp / "lists"
+    ann.mkdir(parents=True)
+    for i, label in enumerate(labels):
+        write_clip(root / f"v{i}.mp4", max(label, 0))
+    (ann / "train.txt").write_text("".join(f"v{i}.mp4 {label}\n" for i, label in enumerate(labels)))
+    (ann / "val.txt").write_text("v0.mp4 0\n")
+    return root, ann
+
+
+def test_prepare_checks_labels_as_training_does(tmp_path):
+    root, ann = _list_dataset(tmp_path, [0, 1, 5])
+    options = ["dataset=list", f"root={root}", f"annotations={ann}", "subsets=[train,val]"]
+    report = run(compose_prepare(tmp_path, *options, "dataset.num_classes=2"))
+    assert report["totals"] == {"ok": 3, "missing": 0, "broken": 0} and has_problems(report)
+    labels = report["labels"]
+    assert labels["subsets"]["train"]["labelled"] == 3 and labels["subsets"]["val"]["out_of_range"] == []
+    assert labels["subsets"]["train"]["out_of_range"] == [
+        {"where": f"{ann / 'train.txt'}:3", "path": str(root / "v2.mp4"), "label": 5}]
+    assert labels["problems"] == [f"{ann / 'train.txt'}:3: {root / 'v2.mp4'} has label 5, outside [0, 2)"]
+    assert "1 out of range" in (tmp_path / "run" / "prepare_report.txt").read_text()
+    # the same labels with enough classes pass
+    assert not has_problems(run(compose_prepare(tmp_path, *options, "dataset.num_classes=6")))
+
+
+def test_prepare_names_the_line_of_a_negative_list_label(tmp_path):
+    root, ann = _list_dataset(tmp_path, [0, -1])
+    report = run(compose_prepare(tmp_path, "dataset=list", f"root={root}", f"annotations={ann}",
+                                 "dataset.num_classes=2", "subsets=[train,val]"))
+    error = report["annotation_errors"]["train"]
+    assert f"{ann / 'train.txt'}:2: label -1 for v1.mp4" in error and "Kinetics" not in error
+    assert has_problems(report)
+
+
+@pytest.mark.slow
+def test_prepare_strict_fails_on_wrong_labels(tmp_path):
+    root, ann = _list_dataset(tmp_path, [0, 1, 5])
+    result = prepare_cli(tmp_path, "dataset=list", f"root={root}", f"annotations={ann}", "dataset.num_classes=2",
+                         "subsets=[train,val]", "strict=true", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "has label 5, outside [0, 2)" in result.stdout
 
 
 def test_prepare_reports_a_text_file_in_a_list_as_broken(tmp_path):

@@ -35,3 +35,21 @@ def test_report_has_complexity_wall_time_and_branches(tmp_path, capsys):
     assert "| 0 | OD | 50.0 | 60.0 | 90.0 | 2.50 | 1.25 | 1h02m | 45.0 | 40.0 | 35.0 |" in markdown
     assert "| 1 | O | 25.0 | 30.0 |  |  |  | 1m05s |  | 30.0 |  |" in markdown
     assert "1h02m" in capsys.readouterr().out
+
+
+def test_unfinished_job_is_listed_as_unfinished(tmp_path, capsys):
+    write_job(tmp_path, "0", ["optimizer.lr=0.1"], {"status": "completed", "best": {"value": 0.5}})
+    (tmp_path / "1" / ".hydra").mkdir(parents=True)  # started by Hydra, no summary yet (killed or running)
+    (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.01\n")
+    assert report([str(tmp_path)]) == 0
+    with (tmp_path / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["optimizer.lr"], r["status"], r["best"]) for r in rows] == [
+        ("0", "0.1", "completed", "0.5"), ("1", "0.01", "unfinished", "")]
+    assert "| 1 (unfinished) | 0.01 |  |  |  |  |  |  |" in (tmp_path / "report.md").read_text()
+    assert "unfinished" in capsys.readouterr().out
+
+
+def test_folder_without_jobs_is_a_user_error(tmp_path, capsys):
+    assert report([str(tmp_path)]) == 2
+    assert "no job folders" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import partial
 
@@ -143,6 +144,18 @@ def test_resume_continues_the_schedule(tmp_path, interval):
     resumed, trainer = fit(tmp_path / "resumed", factor, ckpt_path=str(last), **kwargs)
     assert trainer.global_step == 3 * STEPS_PER_EPOCH and min(resumed) == 2 * STEPS_PER_EPOCH
     assert {**first, **resumed} == pytest.approx(whole)
+
+
+def test_a_warm_up_covering_the_run_is_said_once_not_warned(caplog):
+    from tempo.run.schedules import describe
+
+    span = Span(per_epoch=3, total=3, warmup=3)  # a 1-epoch run with the default 1-epoch warm-up
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with caplog.at_level(logging.INFO):
+        build_scheduler(optimizer, Cosine(), span, 0.1, "step")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "covering the whole run: no decay" in describe(Cosine(), span, "step", 0.1)
+    assert "covering" not in describe(Cosine(), Span(per_epoch=3, total=9, warmup=3), "step", 0.1)
 
 
 # ---------------------------------------------------------------- schedule=plateau (TDPN §IV.A: "divided by a

@@ -101,10 +101,19 @@ def test_offline_run_has_config_summary_and_test_tables(wandb_run):
     assert sum(row[-1] for row in confusion["data"]) == 16  # every test video counted once
     assert {row[0] for row in confusion["data"]} == set(names)
     assert list((run_dir / "files" / "media" / "images" / "test").glob("confusion_png_*.png"))
-    (clips_file,) = (media / "val").glob("clips_*.table.json")
+    (clips_file,) = (media / "val").glob("clip_predictions_*.table.json")
     clips = json.loads(clips_file.read_text())
     assert clips["columns"] == ["clip", "true", "predicted", "probability"] and len(clips["data"]) == 4
+    assert [row[0] for row in clips["data"]] == [0, 1, 2, 3]
     assert all(row[1] in names and row[2] in names and 0 < row[3] <= 1 for row in clips["data"])
+    # the frame strips themselves, as images (a table cell would hold the string "Image")
+    strips = sorted((run_dir / "files" / "media" / "images" / "val").glob("clips_*.png"))
+    assert len(strips) == 4 and "Image" not in clips_file.read_text()
+
+
+def test_no_anonymous_setting_reaches_wandb(tmp_path):
+    logger = wandb_logger(offline=True, project="tempo", save_dir=str(tmp_path))
+    assert "anonymous" not in logger._wandb_init
 
 
 def test_multirun_jobs_are_grouped_by_sweep_and_named_by_overrides(tmp_path):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
@@ -25,13 +26,14 @@ from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord, check_
 from tempo.data.resumable import ResumableLoader, SeededShuffle, epoch_progress
 from tempo.data.samplers import ConsecutiveSampler
 from tempo.data.transforms import Compose
+from tempo.errors import ConfigError, MissingDataError
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "val", "test")
 
 
-class MissingVideosError(FileNotFoundError):
+class MissingVideosError(MissingDataError):
     pass
 
 
@@ -101,6 +103,16 @@ def report_broken(failures: dict[str, str], subset: str, report_dir: str | Path 
     return report
 
 
+def usable_workers(requested: int) -> int:
+    """`requested` loader workers, at most the CPUs this process may use (torch warns beyond that, and
+    the extra processes only compete for the same cores); says so when it lowers the number."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested <= cpus:
+        return requested
+    log.info("dataset.num_workers=%d lowered to %d, the CPUs available here", requested, cpus)
+    return cpus
+
+
 def common_root(records: Sequence[VideoRecord]) -> str:
     """The deepest folder holding every record (the manifest's key root)."""
     root = os.path.commonpath([os.path.abspath(r.path) for r in records])
@@ -127,6 +139,8 @@ class VideoDataModule(L.LightningDataModule):
         e.g. `ConsecutiveSampler` for all-windows testing.
     test_subset: which annotation subset the test stage reads ("val" where the official
         test set is unlabelled: Kinetics, Something-Something).
+    num_workers: loader processes, at most the CPUs this process may use (more only slow it down);
+    pin_memory: None = pinned when CUDA is available.
     manifest: fill frame counts from a `FrameManifest` cached in `manifest_dir` (probed once,
         in `manifest_workers` threads); `root` is its key (default: the records' common folder).
     seed: the training order and every random draw of the data path derive from (seed, epoch,
@@ -148,7 +162,7 @@ class VideoDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         test_batch_size: int | None = None,
         num_workers: int = 2,
-        pin_memory: bool = True,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         backend: str = "pyav",
@@ -177,8 +191,8 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.test_batch_size = test_batch_size or 1
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        self.num_workers = usable_workers(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor
         self.backend = backend
@@ -223,7 +237,7 @@ class VideoDataModule(L.LightningDataModule):
         keywords = getattr(self.reader, "keywords", None) or {}
         for key in ("root", "annotations"):
             if key in keywords and keywords[key] is None:
-                raise ValueError(dataset_path_problem(None, key, None))
+                raise ConfigError(dataset_path_problem(None, key, None))
 
     def _load_records(self, subset: str) -> list[VideoRecord]:
         self._check_reader_paths()
@@ -231,7 +245,7 @@ class VideoDataModule(L.LightningDataModule):
         if self.class_names is None:
             self.class_names = list(parsed.class_names)
         if len(parsed.class_names) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"the {subset} annotations define {len(parsed.class_names)} classes but "
                 f"`dataset.num_classes` is {self.num_classes}; set it to {len(parsed.class_names)}."
             )
@@ -249,9 +263,9 @@ class VideoDataModule(L.LightningDataModule):
         if not records or os.path.isdir(records[0].path) == (self.backend == "frames"):
             return
         if self.backend != "frames":
-            raise ValueError(f"{records[0].path} is a folder (of frames?) but the video backend is "
+            raise ConfigError(f"{records[0].path} is a folder (of frames?) but the video backend is "
                              f"{self.backend!r}; set `dataset.backend=frames` (and the frame name template).")
-        raise ValueError(f"{records[0].path} is not a folder but the backend is 'frames' (JPEG folders); "
+        raise ConfigError(f"{records[0].path} is not a folder but the backend is 'frames' (JPEG folders); "
                          "set `dataset.backend=decord` (or pyav) for video files.")
 
     def _count_frames(self, records: list[VideoRecord], subset: str) -> list[VideoRecord]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tempo.data.records import AnnotationError, ParsedSplit, read_list
+from tempo.errors import ConfigError, MissingDataError
 
 DEFAULT_FILES = {"train": "train.txt", "val": "val.txt", "test": "val.txt"}
 KINDS = ("video", "frames")
@@ -25,7 +26,7 @@ def _resolve(annotations: str | Path, name: str) -> Path:
 def read_class_names(path: Path) -> list[str]:
     """One class name per non-blank line; line order is the label."""
     if not path.is_file():
-        raise FileNotFoundError(f"class-name file {path} does not exist; fix `dataset.classes` "
+        raise MissingDataError(f"class-name file {path} does not exist; fix `dataset.classes` "
                                 "(a file with one class name per line) or set it to null.")
     names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not names:
@@ -49,10 +50,10 @@ def read_split(
         test = val.txt). kind: "video" or "frames". classes: optional class-name file.
     """
     if kind not in KINDS:
-        raise ValueError(f"list kind must be one of {KINDS}, got {kind!r}; set `dataset.list_kind`.")
+        raise ConfigError(f"list kind must be one of {KINDS}, got {kind!r}; set `dataset.list_kind`.")
     files = {**DEFAULT_FILES, **(files or {})}
     if subset not in files:
-        raise ValueError(f"no list file configured for subset {subset!r}; set `dataset.files.{subset}`.")
+        raise ConfigError(f"no list file configured for subset {subset!r}; set `dataset.files.{subset}`.")
     records = read_list(_resolve(annotations, files[subset]), root=root, kind=kind)
     if classes:
         class_names = read_class_names(_resolve(annotations, classes))

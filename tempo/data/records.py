@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tempo.errors import MissingDataError, UserError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(UserError, ValueError):
     """An annotation file is malformed; the message names the file and line."""
 
 
@@ -40,19 +43,49 @@ class VideoRecord:
         return max(end - self.start, 0)
 
 
+def out_of_range(records: list[VideoRecord], num_classes: int) -> list[VideoRecord]:
+    """Records whose label is outside [0, num_classes) (-1 = unlabelled is not)."""
+    return [r for r in records if r.label != -1 and not 0 <= r.label < num_classes]
+
+
 def check_labels(records: list[VideoRecord], num_classes: int, source: str) -> None:
     """Fail early if any label is outside [0, num_classes) (-1 = unlabelled is fine).
 
     The error names the annotation file and 1-based line of the record (`VideoRecord.origin`); records
     without an origin are named by `source` and their position in the list.
     """
-    for i, rec in enumerate(records):
-        if rec.label != -1 and not 0 <= rec.label < num_classes:
-            where = rec.origin or f"{source}: record {i}"
-            raise AnnotationError(
-                f"{where} ({rec.path}) has label {rec.label}, outside [0, {num_classes}). "
-                "Check `dataset.num_classes` or the annotation file."
-            )
+    bad = out_of_range(records, num_classes)
+    if bad:
+        rec = bad[0]
+        where = rec.origin or f"{source}: record {records.index(rec)}"
+        raise AnnotationError(
+            f"{where} ({rec.path}) has label {rec.label}, outside [0, {num_classes})"
+            + (f" ({len(bad)} such records)" if len(bad) > 1 else "")
+            + ". Check `dataset.num_classes` or the annotation file."
+        )
+
+
+def label_findings(records: dict[str, list[VideoRecord]], class_names: list[str], num_classes: int | None,
+                   trained_subsets: Sequence[str]) -> dict:
+    """The label checks training makes (`VideoDataModule`), collected instead of raised (`tempo.prepare`):
+    per subset the labelled, unlabelled and out-of-range counts, and the problems found (class count vs
+    `dataset.num_classes`, labels outside [0, K), unlabelled videos in a subset training reads)."""
+    problems = []
+    if num_classes is not None and class_names and len(class_names) != num_classes:
+        problems.append(f"the annotations define {len(class_names)} classes but `dataset.num_classes` is "
+                        f"{num_classes}; set it to {len(class_names)}")
+    subsets = {}
+    for subset, recs in records.items():
+        bad = out_of_range(recs, num_classes) if num_classes is not None else []
+        unlabelled = sum(r.label == -1 for r in recs)
+        subsets[subset] = {"labelled": len(recs) - unlabelled, "unlabelled": unlabelled,
+                           "out_of_range": [{"where": r.origin, "path": r.path, "label": r.label} for r in bad]}
+        problems += [f"{r.origin or subset}: {r.path} has label {r.label}, outside [0, {num_classes})"
+                     for r in bad]
+        if unlabelled and subset in trained_subsets:
+            problems.append(f"{unlabelled} of {len(recs)} {subset} videos have no label, and training reads "
+                            f"{subset} (for the test stage: `dataset.test_subset`)")
+    return {"num_classes": num_classes, "subsets": subsets, "problems": problems}
 
 
 def read_list(
@@ -68,7 +101,7 @@ def read_list(
     """
     list_file = Path(list_file)
     if not list_file.is_file():
-        raise FileNotFoundError(f"annotation list {list_file} does not exist; check `dataset.annotations`.")
+        raise MissingDataError(f"annotation list {list_file} does not exist; check `dataset.annotations`.")
     n_numeric = {"video": 1, "frames": 2}[kind]
     expected = "<path> <label>" if kind == "video" else "<frame_dir> <num_frames> <label>"
     records = []
@@ -93,6 +126,11 @@ def read_list(
             )
         path_part = line.rsplit(None, n_numeric)[0].strip()
         nums = [int(f) for f in fields[-n_numeric:]]
+        if nums[-1] < 0:  # official test sets may be unlabelled; a list has no such label
+            raise AnnotationError(
+                f"{list_file}:{lineno}: label {nums[-1]} for {path_part}; a list's labels are class "
+                "indices 0 … K-1: give the video its class or remove the line."
+            )
         path = str(Path(root) / path_part) if root else path_part
         origin = f"{list_file}:{lineno}"
         if kind == "video":

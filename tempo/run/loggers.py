@@ -68,7 +68,11 @@ def wandb_logger(offline: bool | None = None, **kwargs):
         kwargs["group"] = kwargs.get("group") or group
         kwargs["name"] = name
     os.makedirs(kwargs.get("save_dir") or ".", exist_ok=True)
-    return WandbLogger(offline=offline, **kwargs)
+    logger = WandbLogger(offline=offline, **kwargs)
+    # Lightning passes anonymous=None to wandb.init, which wandb ≥ 0.19 answers with a deprecation
+    # warning on every run ("The anonymous setting has no effect"); not passing it means the same
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish_runs(loggers: list) -> None:
@@ -110,7 +114,10 @@ class WandbDashboard(PredictionCollector):
 
     @torch.no_grad()
     def log_validation_clips(self, trainer, pl_module) -> None:
-        """A table of the first validation clips: frames, true and predicted class, its probability."""
+        """The first validation clips: `val/clips`, their frame strips captioned with the true and predicted
+        class, and `val/clip_predictions`, a table of the same (clip number, true, predicted, probability).
+        (A `wandb.Table` logged to a run stores an image cell as the string "Image", so the strips are
+        logged as images.)"""
         import wandb
 
         from tempo.analysis.visualize import frame_indices, to_uint8
@@ -124,13 +131,15 @@ class WandbDashboard(PredictionCollector):
         probs = pl_module.network(video)["logits"].float().softmax(-1).cpu()
         pl_module.train(was_training)
         table = wandb.Table(columns=["clip", "true", "predicted", "probability"])
+        strips = []
         for i in range(video.shape[0]):
             frames = to_uint8(video[i], pl_module.mean, pl_module.std)
             strip = np.concatenate([frames[t] for t in frame_indices(frames.shape[0], 4)], axis=1)
             predicted = int(probs[i].argmax())
-            table.add_data(wandb.Image(strip), names[int(batch["label"][i])], names[predicted],
-                           float(probs[i, predicted]))
-        self.logger.experiment.log({"val/clips": table})
+            true, probability = names[int(batch["label"][i])], float(probs[i, predicted])
+            table.add_data(i, true, names[predicted], probability)
+            strips.append(wandb.Image(strip, caption=f"{i}: {true} → {names[predicted]} ({probability:.2f})"))
+        self.logger.experiment.log({"val/clips": strips, "val/clip_predictions": table})
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not self.scores:

@@ -62,7 +62,8 @@ def run_config(cfg: DictConfig, path: str, overrides: list[str]) -> tuple[DictCo
 
 def load_evaluated(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, list[str] | None, RecognitionModule]:
     """(config, class names, module) of one checkpoint or of an ensemble (`ckpt_path=[a,b]`): members must share
-    the classes; the clip has the largest member's frame count (see `tempo.analysis.ensemble`)."""
+    the classes; the clip has the largest member's frame count (see `tempo.analysis.ensemble`); an ensemble's
+    config lists its members in `ensemble` (checkpoint, model, frames, weight)."""
     paths = ckpt_paths(cfg)
     runs = [run_config(cfg, path, overrides) for path in paths]
     modules = [load_weights(build_module(config), config, path) for (config, _), path in zip(runs, paths, strict=True)]
@@ -78,6 +79,9 @@ def load_evaluated(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
     config = runs[frames.index(max(frames))][0]  # the clip of the longest member; the others subsample it
     with open_dict(config):
         config.ckpt_path = paths
+        # every member, as eval.json and the console list them (the scores are averaged: equal weights)
+        config.ensemble = [{"checkpoint": path, "model": c.model.network._target_, "frames": t,
+                            "weight": 1 / len(paths)} for (c, _), path, t in zip(runs, paths, frames, strict=True)]
     network = Ensemble([m.network for m in modules], frames, str(config.dataset.test_reduce))
     return config, names, build_module(config, network=network).eval()
 

@@ -1,5 +1,6 @@
-"""What a run tells about itself at start-up: the config tree on the console, and the resolved
-config plus the parameter count to every experiment logger (CSV hparams.yaml, TensorBoard, W&B)."""
+"""What a run tells about itself: at start-up the config tree on the console, and the resolved
+config plus the parameter count to every experiment logger (CSV hparams.yaml, TensorBoard, W&B);
+at the end its best validation score as TensorBoard's `hp_metric`."""
 
 from __future__ import annotations
 
@@ -46,3 +47,15 @@ def log_hyperparameters(loggers: Iterable, cfg: DictConfig, network: nn.Module) 
     for logger in loggers:
         logger.log_hyperparams(hparams)
     return hparams
+
+
+def log_best_metric(loggers: Iterable, value: float | None, step: int) -> None:
+    """TensorBoard's HPARAMS tab compares runs by `hp_metric`, which Lightning sets to -1 when the
+    hyper-parameters are logged: give it the run's best validation score (`optimized_metric`)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if value is None:
+        return
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_metrics({"hp_metric": float(value)}, step=step)

@@ -85,10 +85,7 @@ class Cosine:
 
     def build(self, optimizer: Optimizer, span: Span) -> LRScheduler:
         total = span.steps(self.total_epochs) if self.total_epochs and self.total_epochs > 0 else span.total
-        length = total - span.warmup
-        if length < 1:
-            log.warning("the warm-up (%d scheduler steps) covers the whole run (%d): no cosine decay",
-                        span.warmup, total)
+        length = total - span.warmup  # < 1: the warm-up covers the run (`describe` says so)
         eta_min = self.min_factor * optimizer.param_groups[0]["initial_lr"]
         return CosineAnnealingLR(optimizer, T_max=max(length, 1), eta_min=eta_min)
 
@@ -231,4 +228,6 @@ def build_scheduler(optimizer: Optimizer, factor: MultiStep | Step | Cosine | Pl
 def describe(factor, span: Span, interval: str, warmup_start_factor: float) -> str:
     unit = "steps" if interval == "step" else "epochs"
     warm = f", linear warm-up over {span.warmup} {unit} from {warmup_start_factor:g}×" if span.warmup else ""
+    if span.warmup >= span.total:  # e.g. every 1-epoch run with the default 1-epoch warm-up: said once, not warned
+        warm += " covering the whole run: no decay (schedule.warmup_epochs= shortens it)"
     return f"schedule: {factor.describe()} over {span.total} {unit} (stepped per {interval}){warm}"

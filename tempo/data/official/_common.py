@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from tempo.data.records import AnnotationError
+from tempo.errors import ConfigError, MissingDataError
 
 SUBSETS = ("train", "val", "test")
 
 
 def check_subset(subset: str, dataset: str) -> str:
     if subset not in SUBSETS:
-        raise ValueError(f"{dataset}: unknown subset {subset!r}; expected one of {SUBSETS}.")
+        raise ConfigError(f"{dataset}: unknown subset {subset!r}; expected one of {SUBSETS}.")
     return subset
 
 
 def check_split(split: int, dataset: str) -> int:
     if split not in (1, 2, 3):
-        raise ValueError(f"{dataset}: split must be 1, 2 or 3 (the three official splits), got {split!r}.")
+        raise ConfigError(f"{dataset}: split must be 1, 2 or 3 (the three official splits), got {split!r}.")
     return split
 
 
@@ -39,7 +40,7 @@ def find_file(folders: Sequence[Path], names: Sequence[str], dataset: str, what:
                 return path
     tried = ", ".join(str(folders[0] / n) for n in names)
     searched = " and ".join(str(f) for f in folders)
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"{dataset}: {what} not found: looked for {tried} (searched `dataset.annotations` = {searched}). "
         "Point `dataset.annotations` at the folder holding the official annotation files."
     )
@@ -49,7 +50,7 @@ def annotation_folders(annotations: str | Path, dataset: str, subfolder: str | N
     """The annotations folder (and an official sub folder inside it, if that exists)."""
     folder = Path(annotations)
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{dataset}: `dataset.annotations` = {folder} is not a folder; point it at the folder "
             "holding the official annotation files."
         )

@@ -23,6 +23,7 @@ from tempo.data.official._common import (
     read_lines,
 )
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord
+from tempo.errors import MissingDataError
 
 DATASET = "hmdb51"
 SUBFOLDER = "testTrainMulti_7030_splits"
@@ -40,7 +41,7 @@ def find_split_files(annotations: str | Path) -> dict[tuple[str, int], Path]:
                 found[(m["cls"], int(m["split"]))] = path
         if found:
             return found
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"{DATASET}: no split files '<class>_test_split{{1,2,3}}.txt' found in {Path(annotations)} "
         f"or {Path(annotations) / SUBFOLDER} (`dataset.annotations`). Point it at the unpacked "
         "test_train_splits archive."
@@ -59,7 +60,7 @@ def parse_hmdb51(annotations: str | Path, root: str | Path, subset: str, split: 
         path = files.get((cls, split))
         if path is None:
             folder = next(iter(files.values())).parent
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"{DATASET}: split file {folder / f'{cls}_test_split{split}.txt'} is missing "
                 f"(class {cls!r} has files for other splits; searched `dataset.annotations` = {folder})."
             )

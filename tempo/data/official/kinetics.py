@@ -25,6 +25,7 @@ from tempo.data.official._common import (
     parse_int,
 )
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord
+from tempo.errors import ConfigError
 
 DATASET = "kinetics400"
 DEFAULT_CSV_NAMES: dict[str, tuple[str, ...]] = {
@@ -127,7 +128,7 @@ def parse_kinetics400(
     """
     check_subset(subset, DATASET)
     if layout not in LAYOUTS:
-        raise ValueError(f"{DATASET}: layout must be one of {LAYOUTS}, got {layout!r}.")
+        raise ConfigError(f"{DATASET}: layout must be one of {LAYOUTS}, got {layout!r}.")
     folders = annotation_folders(annotations, DATASET)
     train_csv = find_file(folders, _csv_names("train", csv_names), DATASET, "train CSV (for the class list)")
     train_rows = read_kinetics_csv(train_csv, need_label=True)

@@ -31,6 +31,7 @@ from tempo.data.official._common import (
     read_lines,
 )
 from tempo.data.records import AnnotationError, ParsedSplit, VideoRecord
+from tempo.errors import ConfigError
 
 V1 = "sthv1"
 V2 = "sthv2"
@@ -81,7 +82,7 @@ def parse_sthv1(
     """
     check_subset(subset, V1)
     if label_order not in LABEL_ORDERS:
-        raise ValueError(f"{V1}: label_order must be one of {LABEL_ORDERS}, got {label_order!r}.")
+        raise ConfigError(f"{V1}: label_order must be one of {LABEL_ORDERS}, got {label_order!r}.")
     _check_template(frame_template, start_index)
     folders = annotation_folders(annotations, V1)
     class_names = read_v1_labels(find_file(folders, [V1_LABELS], V1, "labels file"), label_order)
@@ -121,14 +122,14 @@ def _check_template(template: str, start_index: int) -> None:
     try:
         a, b = template.format(start_index), template.format(start_index + 1)
     except (IndexError, KeyError, ValueError) as err:
-        raise ValueError(
+        raise ConfigError(
             f"{V1}: frame_template {template!r} is not a format string for one int "
             f"(e.g. '{{:05d}}.jpg'): {err}"
         ) from err
     if a == b:
-        raise ValueError(f"{V1}: frame_template {template!r} does not use the frame number.")
+        raise ConfigError(f"{V1}: frame_template {template!r} does not use the frame number.")
     if start_index not in (0, 1):
-        raise ValueError(f"{V1}: start_index must be 0 or 1, got {start_index!r}.")
+        raise ConfigError(f"{V1}: start_index must be 0 or 1, got {start_index!r}.")
 
 
 # -- V2 ------------------------------------------------------------------------------

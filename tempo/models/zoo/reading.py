@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from tempo.errors import UserError
+
 #: What the inert unpickler resolves to the real object: tensor rebuilding and plain containers.
 ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -82,7 +84,7 @@ INERT_PICKLE = types.SimpleNamespace(Unpickler=InertUnpickler, load=lambda f, **
                                      __name__="inert_pickle")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a readable checkpoint of the expected kind; the message names the file and the fix."""
 
 
