@@ -88,7 +88,8 @@ def test_readme_model_figures_come_from_the_linked_pages():
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
                     reason="docs extras not installed (pip install -e '.[docs]')")
 def test_site_builds_strict(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+    # no -q: it silences the warnings that --strict turns into a failure
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
                             cwd=ROOT, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1",
                                                                           "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
