@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tempo import CONF_DIR
-from tempo.data.convert import FAST_FORMAT
+from tempo.data.formats import FAST_FORMAT
 from tempo.data.encode import write_video
 from tempo.run.acceleration import apply_model_switches
 

@@ -260,5 +260,6 @@ def test_checkpoint_checks_steps_only_when_it_saves_within_epochs(tmp_path, monk
                               filename="step{step}", auto_insert_metric_name=False)
     trainer(tmp_path, callbacks=[per_steps], enable_checkpointing=True).fit(make_module(),
                                                                               batches(*training_batches()))
-    assert checked == [0, 1, 2, 3, 4]
+    # every step but the epoch's last, which the epoch-end save covers after validation (resume exactness)
+    assert checked == [0, 1, 2, 3]
     assert {p.name for p in (tmp_path / "steps").glob("step*.ckpt")} >= {"step2.ckpt", "step4.ckpt"}
