@@ -36,8 +36,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from tempo import CONF_DIR
-from tempo.data.formats import FAST_FORMAT
 from tempo.data.encode import write_video
+from tempo.data.formats import FAST_FORMAT
 from tempo.run.acceleration import apply_model_switches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
