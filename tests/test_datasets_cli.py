@@ -20,7 +20,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tempo.data.datamodule import MissingVideosError, VideoDataModule
+from tempo.data.datamodule import VideoDataModule
+from tempo.data.problems import MissingVideosError
 from tempo.data.records import AnnotationError
 from tempo.run.config import ConfigError
 from tempo.train import run
@@ -301,7 +302,7 @@ def test_only_the_first_ddp_process_writes_problem_lists(rank, tmp_path, monkeyp
     """Every process finds the same missing and broken videos; one list each, from rank 0."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from tempo.data.datamodule import apply_missing_policy, report_broken
+    from tempo.data.problems import apply_missing_policy, report_broken
     from tempo.data.records import VideoRecord
 
     monkeypatch.setattr(rank_zero_only, "rank", rank)

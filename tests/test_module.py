@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tempo.run.losses import MultiTermLoss
-from tempo.run.module import param_groups
+from tempo.run.param_groups import param_groups
 from tempo.train import run
 from tests.module_fixtures import K, LogitsInVideo, batch, batches, clips, make_module, one_hot, quiet_trainer
 

@@ -157,7 +157,7 @@ def test_no_index_dir_stores_nothing(videos, tmp_path, monkeypatch):
 
 def test_prepare_check_stores_the_index_training_reads(videos, tmp_path, monkeypatch):
     from tempo.data.records import VideoRecord
-    from tempo.prepare import check_record
+    from tempo.data.video_checks import check_record
 
     check = check_record(VideoRecord(str(videos["mp4"]), 0), "pyav", {"index_dir": str(tmp_path)})
     assert check.status == "ok" and check.num_frames == N

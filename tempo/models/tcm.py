@@ -25,7 +25,7 @@ every TCM parameter still trains (see ``TemporalCorrelationModule``).
 
 BN: partial BN (spec A5, off by default) freezes the backbone's pretrained BNs but never the TCMs' BNs,
 which have no pretrained statistics (``TSN.partial_bn_norms``). Optimiser groups (spec A5/B9, in
-``tempo.run.module.param_groups``): conv/fc weights lr×1 wd×1; biases lr×``bias_lr_mult`` (2 in
+``tempo.run.param_groups``): conv/fc weights lr×1 wd×1; biases lr×``bias_lr_mult`` (2 in
 ``conf/model/tcm.yaml``) wd 0; BN parameters lr×1 wd 0.
 """
 
