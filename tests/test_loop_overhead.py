@@ -6,7 +6,9 @@ sides."""
 from __future__ import annotations
 
 import csv
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -202,7 +204,7 @@ def test_default_progress_bar_draws_twice_a_second(tmp_path):
     assert len(bars) == 1 and bars[0].refresh_rate == 2 and bars[0].reads_per_s == 2
 
 
-def test_loop_benchmark_does_the_same_work_on_every_side(tmp_path, monkeypatch):
+def test_loop_benchmark_does_the_same_work_on_every_side(tmp_path, monkeypatch, request):
     """bench_loop's bare loop, plain Lightning and tempo's loop train the same network on the same
     batches: the same loss, optimiser, LR schedule and normalisation give the same weights."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -210,6 +212,11 @@ def test_loop_benchmark_does_the_same_work_on_every_side(tmp_path, monkeypatch):
         import bench_loop
     finally:
         sys.path.pop(0)
+    # the benchmark quiets these loggers for its process; here they get their levels back afterwards
+    levels = {name: logging.getLogger(name).level for name in ("lightning", "lightning.pytorch", "lightning.fabric",
+                                                               "tempo")}
+    request.addfinalizer(lambda: [logging.getLogger(name).setLevel(level) for name, level in levels.items()])
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))
     bench_loop.quiet_lightning()
     monkeypatch.setattr(rich, "_console", None)  # the bar reconfigures rich's global console
     cfg = bench_loop.config(tmp_path)
