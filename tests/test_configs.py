@@ -150,6 +150,7 @@ def test_every_dataset_config_instantiates(dataset, tmp_path):
         assert out.dtype == torch.uint8 and tuple(out.shape[-2:]) == (cfg.dataset.input_size,) * 2
 
 
+@pytest.mark.slow  # builds every recipe's full-size network (R50/R101, 3D)
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_builds(experiment, tmp_path):
     # no ImageNet download here: the recipes' weights are checked by key in test_tsm_backbone

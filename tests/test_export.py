@@ -58,7 +58,9 @@ def tiny_model(name: str, tmp_path: Path, include_preprocessing: bool = False) -
     return model.eval(), [3, frames, size, size]
 
 
-@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=pytest.mark.slow), "torchscript", "torch_export"])
+# every model × format builds and exports a network: the CPU tier (make test), not the unit tier
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch_export"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_exports_with_parity(name, fmt, tmp_path, one_thread):
     model, shape = tiny_model(name, tmp_path)

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import TINY, compose_config
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# each case trains a step of a model: the CPU tier (make test), not the unit tier
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 GENERIC = [o for o in TINY if not o.startswith(("backbone=", "dataset.num_segments", "dataset.input_size"))]
 # model → (overrides making it CPU-sized, clip (T, S)); clips big enough that no kernel tap falls off the maps

@@ -27,6 +27,7 @@ def load_converted_module(tmp_path: Path, ckpt: Path):
     return load_evaluated(cfg, [f"ckpt_path={ckpt}"])
 
 
+@pytest.mark.slow  # full-size R50 source networks
 @pytest.mark.parametrize("entry", WITH_LOGITS)
 def test_converted_network_gives_the_source_networks_logits(entry, tmp_path, one_thread):
     data = fixture(entry)
