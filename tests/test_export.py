@@ -137,6 +137,7 @@ def run_export(out_dir: Path, *overrides: str) -> dict:
     return export_checkpoint(cfg, list(overrides))
 
 
+@pytest.mark.slow
 def test_checkpoint_export_with_preprocessing(checkpoint, tmp_path, capsys, one_thread):
     from tempo.run.checkpoint import read_run_info
     from tempo.run.restore import load_module
@@ -161,6 +162,7 @@ def test_checkpoint_export_with_preprocessing(checkpoint, tmp_path, capsys, one_
         assert torch.allclose(load_exported(result["path"], "torchscript")(clip), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_checkpoint_export_normalised_input_and_out(checkpoint, tmp_path, one_thread):
     out = tmp_path / "deploy" / "tcm.pt2"
     result = run_export(tmp_path / "run", f"ckpt_path={checkpoint}", "format=torch_export", f"out={out}")

@@ -139,6 +139,7 @@ def test_prepare_resizes_and_extracts_frames(tmp_path):
     assert dm.datasets["train"][0]["video"].shape == (3, 4, 32, 32)
 
 
+@pytest.mark.slow
 def test_prepare_format_fast_writes_the_fast_format_and_stores_its_index(tmp_path, capsys):
     """`format=fast` alone re-encodes to the benchmark's choice (a keyframe every 4 frames, P-frames
     between), prints its measured figures, stores each video's packet index for training, and the
@@ -184,6 +185,7 @@ def test_every_stored_format_has_measured_figures():
     assert all(set(kinds) == {"calibrated", "real"} for kinds in MEASURED.values())
 
 
+@pytest.mark.slow
 def test_prepared_set_keeps_the_psnr_its_format_promises(tmp_path):
     """Kinetics-like clips (the benchmark's calibrated content, 12 frames) prepared with `format=fast`
     stay above the PSNR floor the format promises, on a few frames against their source."""

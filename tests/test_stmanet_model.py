@@ -69,6 +69,7 @@ def test_parameter_counts_at_101_classes(tmp_path):
     assert not hasattr(tda_off, "tda_blocks") and not any("tda" in n for n, _ in tda_off.named_parameters())
 
 
+@pytest.mark.slow
 def test_profile_counts_params_and_macs_of_the_plain_and_full_network(one_thread):
     """spec D.7: 33.67 GMACs (3D-R50) and 42.6 ± 0.3 (defaults) at 32×112², counted by `tempo.profile` as it
     counts any network (on the meta device: shapes only, no compute)."""

@@ -333,6 +333,7 @@ def synthetic_sparse_run(tmp_path: Path, cache: Path, *overrides: str) -> dict:
     return train(cfg)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_attention_strips_of_decoded_clips(tmp_path, synthetic_cache, one_thread):
     summary = synthetic_sparse_run(tmp_path, synthetic_cache, "trainer.max_steps=1", "run_test=false")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

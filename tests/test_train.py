@@ -91,6 +91,7 @@ def test_lr_scaled_from_reference_batch(tiny_cfg):
                              "lr": pytest.approx(0.01)}
 
 
+@pytest.mark.slow
 def test_wandb_logger_runs_offline_without_key(tiny_cfg, monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -103,6 +104,7 @@ def test_wandb_logger_runs_offline_without_key(tiny_cfg, monkeypatch, tmp_path):
     assert offline_runs, "W&B must fall back to an offline run when no key is configured"
 
 
+@pytest.mark.slow
 def test_each_run_in_a_process_gets_its_own_wandb_run(tmp_path, synthetic_cache):
     """Jobs of a multirun share one process: a W&B run left open would swallow the next job's logs."""
     from tests.conftest import TINY, compose_config

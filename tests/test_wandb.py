@@ -69,6 +69,7 @@ def wandb_run(tmp_path_factory, synthetic_cache):
     return summary, run_dir
 
 
+@pytest.mark.slow
 def test_offline_run_has_config_summary_and_test_tables(wandb_run):
     summary, run_dir = wandb_run
     (run_file,) = run_dir.glob("run-*.wandb")

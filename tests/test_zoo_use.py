@@ -31,6 +31,7 @@ def network(*overrides: str):
     return instantiate(cfg.model.network)
 
 
+@pytest.mark.slow
 def test_tcm_fine_tunes_from_the_official_tsm_kinetics_release(tmp_path, caplog, one_thread):
     release = save_release(fixture("tsm_k400_r50_8f"), tmp_path / "TSM_kinetics.pth", bn_counters=False)
     source = seeded_state(fixture("tsm_k400_r50_8f")["keys"], 30)
@@ -54,6 +55,7 @@ def test_tcm_fine_tunes_from_the_official_tsm_kinetics_release(tmp_path, caplog,
         [n for n, p in fresh.items() if p.grad is None or not p.grad.abs().sum()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("converted", [False, True])
 def test_tpn_fine_tunes_its_backbone_from_a_slowonly_release(converted, tmp_path, caplog):
     """The released file itself, or its `tempo.convert` output."""
@@ -179,6 +181,7 @@ def test_demo_test_views_read_the_protocols_views(tmp_path):
         read_clip(config, str(clip), "all")
 
 
+@pytest.mark.slow
 def test_tdpn_fine_tunes_its_trunk_from_a_slowonly_release(tmp_path, caplog, one_thread):
     """TDPN's res5 spatial convs are MHSA (with fresh BNs): the release's res5 3×3 kernels and BNs are not used,
     every other trunk tensor is; the TDPN modules start fresh and learn."""
