@@ -138,19 +138,20 @@ def print_summary(report: dict) -> None:
         table.add_row(subset, str(s["videos"]), str(s["ok"]), str(len(s["missing"])), str(len(s["broken"])))
     console.print(table)
     for subset, error in report["annotation_errors"].items():
-        console.print(f"[red]{subset}: annotations could not be read:[/red] {escape(error)}")
+        console.print(f"[red]{subset}: annotations could not be read:[/red] {escape(error)}", soft_wrap=True)
     problems = report["labels"]["problems"]
     bad = sum(len(s["out_of_range"]) for s in report["labels"]["subsets"].values())
     console.print(f"labels: {len(problems)} problems ({bad} out of range)" if problems else "labels: ok",
                   style="red" if problems else None, highlight=False)
     for problem in problems[:SHOWN]:
-        console.print(f"  {escape(problem)}", highlight=False)
+        console.print(f"  {escape(problem)}", highlight=False, soft_wrap=True)  # paths stay whole, copyable
     shown = 0
     for subset, s in report["subsets"].items():
         problems = [(p, "missing") for p in s["missing"]] + [(b["path"], b["error"]) for b in s["broken"]]
         for path, what in problems[: max(SHOWN - shown, 0)]:
             brief = " ".join(str(what).split())[:160]
-            console.print(f"  {subset}: {escape(path)}  [yellow]{escape(brief)}[/yellow]", highlight=False)
+            console.print(f"  {subset}: {escape(path)}  [yellow]{escape(brief)}[/yellow]", highlight=False,
+                          soft_wrap=True)
             shown += 1
 
 
@@ -270,7 +271,7 @@ def run(cfg: DictConfig) -> dict:
     json_path, text_path = write_report(report, run_dir)
     to_log_file(report_text(report))
     print_summary(report)
-    console.print(f"report: {escape(str(text_path))} (and {json_path.name})", highlight=False)
+    console.print(f"report: {escape(str(text_path))} (and {json_path.name})", highlight=False, soft_wrap=True)
     return report
 
 

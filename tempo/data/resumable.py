@@ -63,17 +63,22 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args, progress: Callable[[], tuple[int, float]], **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, SeededShuffle):
-            raise TypeError(f"ResumableLoader needs a SeededShuffle sampler, got {type(self.sampler).__name__}")
         self.progress = progress
+        # Lightning rebuilds the loader with a SequentialSampler of its own for `overfit_batches`
+        # (debug=overfit): a fixed order, so there is no position to keep
+        self.resumable = isinstance(self.sampler, SeededShuffle)
 
     def position(self) -> dict:
+        if not self.resumable:
+            return {}
         done, epoch_batches = self.progress()
         return {"epoch": self.sampler.epoch, "epoch_finished": done >= epoch_batches,
                 "samples": done * self.batch_size * self.sampler.num_replicas}
 
     def resume(self, state: dict) -> None:
         """Start the next pass where `position()` was taken."""
+        if not self.resumable or not state:
+            return
         sampler: SeededShuffle = self.sampler
         if state["epoch_finished"]:
             sampler.set_epoch(state["epoch"] + 1)
