@@ -63,6 +63,7 @@ def test_recipe_numbers(name, tmp_path):
         assert cfg.dataset.resize._target_.endswith("ResizeShortSide") and cfg.dataset.resize.size == 256
 
 
+@pytest.mark.slow  # builds each recipe's full-size network
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_builds_offline_with_its_data_pipeline(name, tmp_path):
     cfg = compose_config([f"experiment={name}", "backbone.pretrained=null"], tmp_path)

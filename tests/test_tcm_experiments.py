@@ -85,6 +85,7 @@ def test_experiment_sets_the_reference_batch_size(name, tmp_path):
     assert cfg.module.reference_batch_size == 8
 
 
+@pytest.mark.slow  # builds each recipe's full-size network
 @pytest.mark.parametrize("name", [*sorted(RECIPES), *sorted(SWEEPS)])
 def test_experiment_builds_offline(name, tmp_path):
     """Build every module without downloading (backbone.pretrained=null), R50/R101 included."""

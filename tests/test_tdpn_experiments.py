@@ -83,6 +83,7 @@ def test_tiny_backbone_starts_from_scratch_and_overrides_win(tmp_path):
     assert cfg.dataset.name == "synthetic" and not cfg.model.network.use_mhsa
 
 
+@pytest.mark.slow  # builds each recipe's full-size network
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_builds_offline(name, tmp_path):
     """The whole module of each recipe at full size, without downloading (backbone.pretrained=null)."""
